@@ -1,0 +1,12 @@
+"""Methods: each builds its model, loss, data and metrics from the config for the generic trainer."""
+
+from jaxden.methods.denoise import Denoise
+
+METHODS = {"denoise": Denoise}
+
+
+def get(name: str):
+    """The method registered under ``config.method``."""
+    if name not in METHODS:
+        raise ValueError(f"config.method={name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]()

@@ -1,0 +1,82 @@
+"""Result tables (markdown + JSON) and image grids shared by every method's evaluation.
+
+A result set is ``scores[metric][method][sigma][image] -> float``; tables show the mean over
+images per noise level, then one per-image table per metric.
+"""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+Scores = dict[str, dict[str, dict[int, dict[str, float]]]]
+
+
+def mean_table(scores: Scores, sigmas: list[int]) -> str:
+    """Markdown table: one row per method, PSNR / SSIM (mean over images) per sigma."""
+    methods = list(scores["psnr"])
+    head = "| method | " + " | ".join(f"σ={s} PSNR / SSIM" for s in sigmas) + " |"
+    rule = "|---|" + "---|" * len(sigmas)
+    rows = [
+        f"| {m} | "
+        + " | ".join(
+            f"{np.mean(list(scores['psnr'][m][s].values())):.2f} / "
+            f"{np.mean(list(scores['ssim'][m][s].values())):.4f}"
+            for s in sigmas
+        )
+        + " |"
+        for m in methods
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def per_image_table(scores: Scores, metric: str, sigma: int) -> str:
+    methods = list(scores[metric])
+    images = list(scores[metric][methods[0]][sigma])
+    fmt = "{:.2f}" if metric == "psnr" else "{:.4f}"
+    head = "| image | " + " | ".join(methods) + " |"
+    rule = "|---|" + "---|" * len(methods)
+    rows = [
+        f"| {name} | " + " | ".join(fmt.format(scores[metric][m][sigma][name]) for m in methods)
+        + " |"
+        for name in images
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def write_results(outdir: str, header: str, scores: Scores, sigmas: list[int], extra: dict) -> str:
+    """Write ``results.md`` and ``results.json`` in ``outdir``; return the markdown."""
+    os.makedirs(outdir, exist_ok=True)
+    parts = [header, "", "Mean over images:", "", mean_table(scores, sigmas), ""]
+    for s in sigmas:
+        parts += [f"PSNR (dB) per image, σ={s}:", "", per_image_table(scores, "psnr", s), ""]
+    markdown = "\n".join(parts)
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write(markdown)
+    payload = {**extra, "sigmas": sigmas,
+               "scores": {m: {k: {str(s): v for s, v in d.items()} for k, d in by.items()}
+                          for m, by in scores.items()}}
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(payload, f, indent=2)
+    return markdown
+
+
+def save_grid(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:
+    """A PNG grid: one row per image, one column per (title, HWC image in [0,1]) panel."""
+    ncol = max(len(panels) for _, panels in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.6 * len(rows)), squeeze=False)
+    for r, (name, panels) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.axis("off")
+            if c < len(panels):
+                title, img = panels[c]
+                img = np.clip(img, 0, 1)
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{name}: {title}" if c == 0 else title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,73 @@
+"""Orbax checkpoints of train state + config in ``WORKDIR/checkpoints``.
+
+Each checkpoint is a composite of the train state (a pytree of arrays, restored against an
+abstract, sharded target) and the config as JSON, so that ``eval.py --workdir`` needs nothing else.
+Neither part is pickled. Saving is asynchronous; ``close()`` waits for the last write.
+"""
+
+import os
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+from jaxden.train.state import State
+
+STATE, CONFIG = "state", "config"
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint in a workdir that should have one."""
+
+
+class Checkpoints:
+    def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        if read_only and not os.path.isdir(self.directory):
+            raise CheckpointNotFoundError(
+                f"no checkpoint in {self.directory}; train first with "
+                f"`python train.py --config configs/... --workdir {workdir}`."
+            )
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(STATE, CONFIG)
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: State, config: ml_collections.ConfigDict) -> None:
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{STATE: ocp.args.StandardSave(state), CONFIG: ocp.args.JsonSave(config.to_dict())}
+            ),
+        )
+
+    def restore_state(self, abstract_state: State, step: int | None = None) -> State:
+        step = self.require_step(step)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)})
+        )
+        return restored[STATE]
+
+    def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
+        step = self.require_step(step)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()})
+        )
+        return ml_collections.ConfigDict(restored[CONFIG])
+
+    def require_step(self, step: int | None) -> int:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointNotFoundError(
+                f"no checkpoint in {self.directory}; train first with "
+                f"`python train.py --config configs/... --workdir {os.path.dirname(self.directory)}`."
+            )
+        return step
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

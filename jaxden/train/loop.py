@@ -1,0 +1,138 @@
+"""The generic training loop: any method, any number of devices and processes.
+
+big_vision ``train.py`` in shape: build state, restore the latest checkpoint if there is one, then
+``update`` per step; metrics stay on device and are fetched only on log steps (all pending steps
+at once, so a NaN is caught at the exact step that made it); checkpoints every
+``checkpoint_every_steps`` and at the end. Nothing here knows which method it trains.
+"""
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from jaxden.train import mesh as mesh_lib
+from jaxden.train.checkpoint import Checkpoints
+from jaxden.train.metrics_log import MetricsLog
+from jaxden.train.optim import make_optimizer
+from jaxden.train.plugin import Method
+from jaxden.train.state import abstract_like, init_state, merge_model, param_count
+from jaxden.train.step import make_update_fn
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or a metric became NaN/Inf."""
+
+
+def train(
+    method: Method,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mesh: jax.sharding.Mesh | None = None,
+) -> nnx.Module:
+    """Train ``method`` as ``config`` says, in ``workdir``; resumes from its latest checkpoint.
+
+    ``mesh`` defaults to a ``data`` axis over all devices. Returns the trained model. Writes ``workdir/metrics.jsonl``, ``workdir/config.json`` and
+    ``workdir/checkpoints/``.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    is_chief = jax.process_index() == 0
+    mesh = mesh or mesh_lib.data_mesh()
+    replicated, data_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)
+    mesh_lib.check_batch_size(config.batch_size, mesh)
+
+    model = method.build_model(config)
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    graphdef, state = init_state(model, tx)
+    state = jax.device_put(state, replicated)
+    state_sharding = jax.tree.map(lambda x: x.sharding, state)
+
+    checkpoints = Checkpoints(workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
+    log = MetricsLog(workdir, enabled=is_chief)
+    start = checkpoints.latest_step()
+    if start is not None:
+        state = checkpoints.restore_state(abstract_like(state), start)
+        log.truncate_after(start)
+    start = start or 0
+    if is_chief:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+    data = method.train_data(config, jax.process_index(), jax.process_count())
+    update = make_update_fn(graphdef, method.make_loss(config), tx, config.seed, state_sharding,
+                            replicated)
+    validate = method.make_validate(config)
+
+    def flush(pending, step):
+        """Fetch pending per-step metrics, stop on NaN/Inf, log their mean at ``step``."""
+        fetched = jax.device_get(pending)
+        for i, m in enumerate(fetched):
+            bad = [k for k, v in m.items() if not np.all(np.isfinite(v))]
+            if bad:
+                at = step - len(fetched) + i + 1
+                raise TrainingDiverged(
+                    f"{', '.join(bad)} became NaN/Inf at step {at}. Checkpoints in "
+                    f"{checkpoints.directory} up to step {checkpoints.latest_step()} are intact; "
+                    f"lower --config.optimizer.learning_rate or set "
+                    f"--config.optimizer.grad_clip_norm, and check the data for NaN."
+                )
+        return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+
+    total = config.total_steps
+    bar = tqdm(total=total, initial=start, disable=not is_chief, desc=f"train {method.name}",
+               unit="step", dynamic_ncols=True)
+    if is_chief and start == 0:
+        tqdm.write(f"{method.name}: {param_count(state):,} parameters, {jax.device_count()} "
+                   f"devices, {jax.process_count()} process(es); workdir {workdir}")
+    pending, t0, t0_step = [], time.perf_counter(), start
+    try:
+        for step in range(start + 1, total + 1):
+            batch = mesh_lib.global_batch(data.batch(step - 1), data_sharding)
+            state, metrics = update(state, batch)
+            pending.append(metrics)
+            bar.update(1)
+            log_now = step % config.log_every_steps == 0 or step == total
+            ckpt_now = step % config.checkpoint_every_steps == 0 or step == total
+            eval_now = validate is not None and (step % config.eval_every_steps == 0 or step == total)
+            if log_now or ckpt_now or eval_now:
+                means = flush(pending, step)
+                pending = []
+                if log_now:
+                    dt = time.perf_counter() - t0
+                    rate = (step - t0_step) / dt
+                    means.update(lr=float(schedule(step - 1)), steps_per_sec=rate,
+                                 examples_per_sec=rate * config.batch_size)
+                    t0, t0_step = time.perf_counter(), step
+                if eval_now:
+                    means.update(validate(merge_model(graphdef, state)))
+                if log_now or eval_now:
+                    log.write(step, means)
+                    bar.set_postfix(loss=f"{means['loss']:.4g}")
+                if ckpt_now:
+                    checkpoints.save(step, state, config)
+    finally:
+        bar.close()
+        checkpoints.close()
+    return merge_model(graphdef, state)
+
+
+def restore_model(
+    method: Method, workdir: str, config: ml_collections.ConfigDict | None = None
+) -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
+    """(model, config, step) from the latest checkpoint in ``workdir``; the config saved with
+    the checkpoint is used unless one is given."""
+    checkpoints = Checkpoints(workdir, read_only=True)
+    step = checkpoints.require_step(None)
+    config = config or checkpoints.restore_config(step)
+    model = method.build_model(config)
+    tx, _ = make_optimizer(config.optimizer, config.total_steps)
+    graphdef, state = init_state(model, tx)
+    mesh = mesh_lib.data_mesh()
+    state = jax.device_put(state, mesh_lib.replicated(mesh))
+    state = checkpoints.restore_state(abstract_like(state), step)
+    checkpoints.close()
+    return merge_model(graphdef, state), config, step
