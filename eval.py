@@ -14,16 +14,16 @@ from jaxden import cli
 from jaxden.experiment import saved_config
 
 cli.define_common_flags()
-config_flags.DEFINE_config_dict("config", saved_config(cli.peek_flag(sys.argv, "workdir")),
+_CONFIG = config_flags.DEFINE_config_dict("config", saved_config(cli.peek_flag(sys.argv, "workdir")),
                                 "Overrides of the run's saved config, e.g. --config.eval.crop=0.")
 
 
 def main(argv):
     del argv
-    cli.initialize_distributed()
+    cli.start()
     from jaxden.experiment import evaluate
 
-    config = config_flags.FLAGS.config
+    config = _CONFIG.value
     print(cli.run_reporting_errors(lambda: evaluate(cli.workdir(), config or None)))
 
 

@@ -7,24 +7,24 @@ Multi-host: pass --coordinator_address/--num_processes/--process_id, or --distri
 ``jax.distributed.initialize()`` read them from the cluster environment.
 """
 
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
 from jaxden import cli
 
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
                                 lock_config=True)
 cli.define_common_flags()
 
 
 def main(argv):
     del argv
-    cli.initialize_distributed()
+    cli.start()
     from jaxden.experiment import train_and_evaluate
 
-    cli.run_reporting_errors(lambda: train_and_evaluate(config_flags.FLAGS.config, cli.workdir()))
+    cli.run_reporting_errors(lambda: train_and_evaluate(_CONFIG.value, cli.workdir()))
 
 
 if __name__ == "__main__":
-    config_flags.mark_flags_as_required(["config"])
+    flags.mark_flags_as_required(["config"])
     app.run(main)

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 from jaxden.data import DataError
 from jaxden.train.checkpoint import CheckpointNotFoundError
@@ -24,9 +24,12 @@ def define_common_flags() -> None:
                       "(SLURM, Cloud TPU, ...).")
 
 
-def initialize_distributed() -> None:
-    """Start JAX's distributed runtime when asked; a no-op for one process."""
+def start() -> None:
+    """Quiet the per-file INFO lines that Orbax logs through absl (warnings and errors still
+    show), and start JAX's distributed runtime when asked (a no-op for one process)."""
     import jax
+
+    logging.set_verbosity(logging.WARNING)
 
     if FLAGS.coordinator_address:
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,

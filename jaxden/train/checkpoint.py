@@ -23,10 +23,7 @@ class Checkpoints:
     def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         if read_only and not os.path.isdir(self.directory):
-            raise CheckpointNotFoundError(
-                f"no checkpoint in {self.directory}; train first with "
-                f"`python train.py --config configs/... --workdir {workdir}`."
-            )
+            raise self._not_found()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only
         )
@@ -62,11 +59,14 @@ class Checkpoints:
     def require_step(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
         if step is None:
-            raise CheckpointNotFoundError(
-                f"no checkpoint in {self.directory}; train first with "
-                f"`python train.py --config configs/... --workdir {os.path.dirname(self.directory)}`."
-            )
+            raise self._not_found()
         return step
+
+    def _not_found(self) -> CheckpointNotFoundError:
+        return CheckpointNotFoundError(
+            f"no checkpoint in {self.directory}; train first with "
+            f"`python train.py --config configs/... --workdir {os.path.dirname(self.directory)}`."
+        )
 
     def close(self) -> None:
         self._manager.wait_until_finished()

@@ -24,8 +24,11 @@ from jaxden.train.state import abstract_like, init_state, merge_model, param_cou
 from jaxden.train.step import make_update_fn
 
 
+DIVERGENCE_SIGNALS = ("loss", "grad_norm")
+
+
 class TrainingDiverged(FloatingPointError):
-    """The loss or a metric became NaN/Inf."""
+    """The loss or the gradient norm became NaN/Inf."""
 
 
 def train(
@@ -71,14 +74,16 @@ def train(
         """Fetch pending per-step metrics, stop on NaN/Inf, log their mean at ``step``."""
         fetched = jax.device_get(pending)
         for i, m in enumerate(fetched):
-            bad = [k for k, v in m.items() if not np.all(np.isfinite(v))]
+            bad = [k for k in DIVERGENCE_SIGNALS if not np.isfinite(m[k])]
             if bad:
                 at = step - len(fetched) + i + 1
+                last = checkpoints.latest_step()
+                kept = (f"the checkpoints in {checkpoints.directory} (latest: step {last}) are "
+                        "intact" if last is not None else "no checkpoint had been written yet")
                 raise TrainingDiverged(
-                    f"{', '.join(bad)} became NaN/Inf at step {at}. Checkpoints in "
-                    f"{checkpoints.directory} up to step {checkpoints.latest_step()} are intact; "
-                    f"lower --config.optimizer.learning_rate or set "
-                    f"--config.optimizer.grad_clip_norm, and check the data for NaN."
+                    f"{' and '.join(bad)} became NaN/Inf at step {at}; {kept}. Lower "
+                    f"--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm, "
+                    f"and check the data for NaN."
                 )
         return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
 
@@ -102,11 +107,9 @@ def train(
                 means = flush(pending, step)
                 pending = []
                 if log_now:
-                    dt = time.perf_counter() - t0
-                    rate = (step - t0_step) / dt
+                    rate = (step - t0_step) / (time.perf_counter() - t0)
                     means.update(lr=float(schedule(step - 1)), steps_per_sec=rate,
                                  examples_per_sec=rate * config.batch_size)
-                    t0, t0_step = time.perf_counter(), step
                 if eval_now:
                     means.update(validate(merge_model(graphdef, state)))
                 if log_now or eval_now:
@@ -114,6 +117,8 @@ def train(
                     bar.set_postfix(loss=f"{means['loss']:.4g}")
                 if ckpt_now:
                     checkpoints.save(step, state, config)
+                if log_now:  # steps/s counts training steps only, not validation or saving
+                    t0, t0_step = time.perf_counter(), step
     finally:
         bar.close()
         checkpoints.close()

@@ -1,0 +1,69 @@
+"""train.py and eval.py as a user runs them: tiny config, 1 vs 8 devices, a user's PNG folder,
+and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args, devices=8, check=True):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices)}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(f"{args} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("cli8"))
+    run(["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", workdir])
+    return workdir
+
+
+def test_train_on_one_and_eight_devices_writes_the_same_losses(trained, tmp_path):
+    run(["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", str(tmp_path)],
+        devices=1)
+    assert len(losses(trained)) == 2
+    np.testing.assert_allclose(losses(str(tmp_path)), losses(trained), rtol=1e-5)
+
+
+def test_eval_on_a_folder_of_user_pngs(trained, tmp_path):
+    import skimage.data
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(skimage.data.coins()).save(folder / "coins.png")
+    Image.fromarray(skimage.data.immunohistochemistry()).save(folder / "ihc.png")
+    proc = run(["eval.py", "--workdir", trained, f"--config.eval.dataset=folder:{folder}",
+                "--config.eval.bm3d=False"])
+    assert "σ=25" in proc.stdout and "coins.png" in proc.stdout
+    results = json.load(open(os.path.join(trained, "eval", "results.json")))
+    assert set(results["scores"]["psnr"]["TV"]["15"]) == {"coins.png", "ihc.png"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval.py", "--workdir", "{tmp}/nothing"], "no checkpoint"),
+    (["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", "{tmp}/w",
+      "--config.data.train=folder:{tmp}/missing"], "folder:"),
+    (["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", "{tmp}/w",
+      "--config.batch_size=6"], "multiple of 8"),
+])
+def test_user_errors_are_one_line(args, message, tmp_path):
+    proc = run([a.format(tmp=tmp_path) for a in args], check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr, proc.stderr[-2000:]
