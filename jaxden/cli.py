@@ -10,7 +10,8 @@ from jaxden.train.checkpoint import CheckpointNotFoundError
 from jaxden.train.loop import TrainingDiverged
 
 FLAGS = flags.FLAGS
-USER_ERRORS = (DataError, CheckpointNotFoundError, TrainingDiverged, ValueError, KeyError)
+USER_ERRORS = (DataError, CheckpointNotFoundError, TrainingDiverged, ValueError, KeyError,
+               OSError)
 
 
 def define_common_flags() -> None:
@@ -53,13 +54,35 @@ def peek_flag(argv: list[str], name: str) -> str | None:
     return None
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (a repr'd KeyError and a nested traceback unwrapped)."""
+    message = str(error.args[0] if error.args else error)
+    if len(message) > 1 and message[0] == message[-1] == "'":  # a repr'd KeyError message
+        message = message[1:-1].replace("\\n", "\n").replace("\\'", "'")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if "Traceback" in message else " ".join(lines)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override (unknown key, wrong type, bad
+    variant) reported in one line naming the fix instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        if os.environ.get("JAXDEN_DEBUG"):
+            raise
+        print(f"error: bad flag or config override: {one_line(e)} (see the config file for the "
+              f"valid keys and values, or --helpfull)", file=sys.stderr)
+        sys.exit(1)
+
+
 def run_reporting_errors(fn):
-    """Run ``fn``; a user error (bad data, config, missing checkpoint, divergence) ends the process
-    with one line on stderr and exit status 1. Set JAXDEN_DEBUG=1 for the traceback."""
+    """Run ``fn``; a user error (bad data, config, missing checkpoint or file, divergence) ends
+    the process with one line on stderr and exit status 1. JAXDEN_DEBUG=1 shows the traceback."""
     try:
         return fn()
     except USER_ERRORS as e:
         if os.environ.get("JAXDEN_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(1)

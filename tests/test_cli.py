@@ -61,6 +61,12 @@ def test_eval_on_a_folder_of_user_pngs(trained, tmp_path):
       "--config.data.train=folder:{tmp}/missing"], "folder:"),
     (["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", "{tmp}/w",
       "--config.batch_size=6"], "multiple of 8"),
+    (["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", "{tmp}/w",
+      "--config.model.widht=8"], 'Did you mean "width"'),
+    (["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", "{tmp}/w",
+      "--config.batch_size=eight"], "invalid literal"),
+    (["train.py", "--config", "configs/no_such_config.py", "--workdir", "{tmp}/w"],
+     "No such file"),
 ])
 def test_user_errors_are_one_line(args, message, tmp_path):
     proc = run([a.format(tmp=tmp_path) for a in args], check=False)

@@ -166,8 +166,10 @@ def evaluate_denoiser(model, config, workdir: str, step: int) -> str:
                 scores["psnr"][m][sigma][name] = psnr(out, x)
                 scores["ssim"][m][sigma][name] = ssim(out, x)
             if sigma == ev.grid_sigma and len(grid) < ev.grid_images:
-                grid.append((name, [("clean", x), (f"noisy σ={sigma}", y), ("TV", outs["TV"]),
-                                    (label, outs[label])]))
+                db = {m: scores["psnr"][m][sigma][name] for m in outs}
+                grid.append((name, [("clean", x)] + [
+                    (f"{m} σ={sigma} {db[m]:.2f} dB" if m == "noisy" else f"{m} {db[m]:.2f} dB",
+                     outs[m]) for m in outs]))
     outdir = os.path.join(workdir, "eval")
     os.makedirs(outdir, exist_ok=True)
     if grid:
