@@ -25,12 +25,17 @@ def define_common_flags() -> None:
                       "(SLURM, Cloud TPU, ...).")
 
 
+def quiet_logs() -> None:
+    """Hide the INFO and WARNING lines that Orbax logs through absl for every file it reads or
+    writes; errors still show."""
+    logging.set_verbosity(logging.ERROR)
+
+
 def start() -> None:
-    """Quiet the per-file INFO lines that Orbax logs through absl (warnings and errors still
-    show), and start JAX's distributed runtime when asked (a no-op for one process)."""
+    """Quiet the logs and start JAX's distributed runtime when asked (a no-op for one process)."""
     import jax
 
-    logging.set_verbosity(logging.WARNING)
+    quiet_logs()
 
     if FLAGS.coordinator_address:
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
@@ -68,7 +73,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     variant) reported in one line naming the fix instead of a traceback."""
     try:
         return FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure to parse argv is a bad flag
         if os.environ.get("JAXDEN_DEBUG"):
             raise
         print(f"error: bad flag or config override: {one_line(e)} (see the config file for the "

@@ -49,9 +49,10 @@ def test_eval_on_a_folder_of_user_pngs(trained, tmp_path):
     Image.fromarray(skimage.data.coins()).save(folder / "coins.png")
     Image.fromarray(skimage.data.immunohistochemistry()).save(folder / "ihc.png")
     proc = run(["eval.py", "--workdir", trained, f"--config.eval.dataset=folder:{folder}",
-                "--config.eval.bm3d=False"])
-    assert "σ=25" in proc.stdout and "coins.png" in proc.stdout
+                "--config.eval.bm3d=False", "--config.eval.sigmas=(15,50)"])
+    assert "σ=50" in proc.stdout and "σ=25" not in proc.stdout and "coins.png" in proc.stdout
     results = json.load(open(os.path.join(trained, "eval", "results.json")))
+    assert results["sigmas"] == [15, 50]
     assert set(results["scores"]["psnr"]["TV"]["15"]) == {"coins.png", "ihc.png"}
 
 

@@ -191,7 +191,7 @@ def evaluate_denoiser(model, config, workdir: str, step: int) -> str:
         + (". BM3D: PyPI `bm3d`, true σ." if ev.bm3d else "."),
         f"- Seconds spent per method (all images and σ): "
         + ", ".join(f"{m} {t:.1f}" for m, t in seconds.items() if m != "noisy"),
-        f"- Command: `{' '.join(sys.argv) or 'python eval.py'}`",
+        f"- Command: `python {' '.join(sys.argv)}`",
     ])
     return evaluate.write_results(outdir, header, scores, list(ev.sigmas),
                                   {"step": step, "model": label, "tv_weights": tv_weights,

@@ -24,8 +24,10 @@ class Checkpoints:
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         if read_only and not os.path.isdir(self.directory):
             raise self._not_found()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=not read_only, read_only=read_only
+        options = (
+            ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+            if read_only
+            else ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(STATE, CONFIG)
@@ -54,7 +56,7 @@ class Checkpoints:
         restored = self._manager.restore(
             step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()})
         )
-        return ml_collections.ConfigDict(restored[CONFIG])
+        return ml_collections.ConfigDict(_lists_to_tuples(restored[CONFIG]))
 
     def require_step(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
@@ -71,3 +73,13 @@ class Checkpoints:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _lists_to_tuples(tree):
+    """JSON has no tuples; configs use them (e.g. ``eval.sigmas``), and only tuples can be
+    overridden from the command line."""
+    if isinstance(tree, dict):
+        return {k: _lists_to_tuples(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_lists_to_tuples(v) for v in tree)
+    return tree
