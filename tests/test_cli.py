@@ -51,7 +51,8 @@ def test_eval_on_a_folder_of_user_pngs(trained, tmp_path):
     proc = run(["eval.py", "--workdir", trained, f"--config.eval.dataset=folder:{folder}",
                 "--config.eval.bm3d=False", "--config.eval.sigmas=(15,50)"])
     assert "σ=50" in proc.stdout and "σ=25" not in proc.stdout and "coins.png" in proc.stdout
-    results = json.load(open(os.path.join(trained, "eval", "results.json")))
+    with open(os.path.join(trained, "eval", "results.json")) as f:
+        results = json.load(f)
     assert results["sigmas"] == [15, 50]
     assert set(results["scores"]["psnr"]["TV"]["15"]) == {"coins.png", "ihc.png"}
 

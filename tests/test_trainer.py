@@ -16,6 +16,7 @@ from jaxden import experiment, methods
 from jaxden.train import mesh as mesh_lib
 from jaxden.train.checkpoint import Checkpoints
 from jaxden.train.loop import TrainingDiverged, restore_model, train
+from jaxden.train.metrics_log import MetricsLog
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -40,7 +41,7 @@ def straight_run(tmp_path_factory):
 
 def test_writes_metrics_config_and_checkpoints(straight_run):
     workdir, config = straight_run
-    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    records = MetricsLog(workdir).read()
     assert [r["step"] for r in records] == [2, 4]
     for r in records:
         for key in ("loss", "lr", "steps_per_sec", "examples_per_sec", "train_psnr", "grad_norm",
@@ -55,7 +56,7 @@ def test_one_device_equals_eight_devices(straight_run, tmp_path):
     workdir8, config = straight_run
     one = jax.make_mesh((1,), (mesh_lib.DATA_AXIS,), devices=jax.devices()[:1])
     train(methods.get(config.method), config, str(tmp_path), mesh=one)
-    log = lambda w: [json.loads(l)["loss"] for l in open(os.path.join(w, "metrics.jsonl"))]  # noqa
+    log = lambda w: [r["loss"] for r in MetricsLog(w).read()]  # noqa: E731
     np.testing.assert_allclose(log(str(tmp_path)), log(workdir8), rtol=1e-5)
     _, p1 = final_params(str(tmp_path), config)
     _, p8 = final_params(workdir8, config)
@@ -73,7 +74,7 @@ def test_resume_is_bitwise_exact(straight_run, tmp_path):
     step_b, b = final_params(resumed, config)
     assert step_a == step_b == config.total_steps
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
-    steps = [json.loads(l)["step"] for l in open(os.path.join(resumed, "metrics.jsonl"))]  # noqa
+    steps = [r["step"] for r in MetricsLog(resumed).read()]
     assert steps == [2, 4], "lines after the restored checkpoint must be replaced, not repeated"
 
 
@@ -132,7 +133,7 @@ def test_nan_stops_at_the_exact_step_and_keeps_checkpoints(tmp_path):
 
 def test_generic_trainer_learns_a_toy_problem(tmp_path):
     train(_ToyMethod(bad_step=-1), toy_config(40), str(tmp_path))
-    losses = [json.loads(l)["loss"] for l in open(tmp_path / "metrics.jsonl")]  # noqa
+    losses = [r["loss"] for r in MetricsLog(str(tmp_path)).read()]
     assert losses[-1] < 0.01 * losses[0]
 
 
@@ -141,7 +142,8 @@ def test_evaluate_writes_tables_and_grid(straight_run):
     markdown = experiment.evaluate(workdir)
     for name in ("results.md", "results.json", "grid.png"):
         assert os.path.getsize(os.path.join(workdir, "eval", name)) > 0
-    results = json.load(open(os.path.join(workdir, "eval", "results.json")))
+    with open(os.path.join(workdir, "eval", "results.json")) as f:
+        results = json.load(f)
     assert set(results["scores"]["psnr"]) == {"noisy", "TV", "BM3D", "addunet_tiny (gated)"}
     assert len(results["scores"]["psnr"]["TV"]["25"]) == 10
     assert "σ=50" in markdown and "Command" in markdown
