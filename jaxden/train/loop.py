@@ -91,8 +91,8 @@ def train(
     bar = tqdm(total=total, initial=start, disable=not is_chief, desc=f"train {method.name}",
                unit="step", dynamic_ncols=True)
     if is_chief and start == 0:
-        tqdm.write(f"{method.name}: {param_count(state):,} parameters, {jax.device_count()} "
-                   f"devices, {jax.process_count()} process(es); workdir {workdir}")
+        tqdm.write(f"{method.name}: {param_count(state):,} parameters, {mesh.size} device(s), "
+                   f"{jax.process_count()} process(es); workdir {workdir}")
     pending, t0, t0_step = [], time.perf_counter(), start
     try:
         for step in range(start + 1, total + 1):
