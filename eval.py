@@ -15,8 +15,9 @@ from jaxden.experiment import saved_config
 
 cli.define_common_flags()
 cli.quiet_logs()
-_CONFIG = config_flags.DEFINE_config_dict("config", saved_config(cli.peek_flag(sys.argv, "workdir")),
-                                "Overrides of the run's saved config, e.g. --config.eval.crop=0.")
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config", saved_config(cli.peek_flag(sys.argv, "workdir")),
+    "Overrides of the run's saved config, e.g. --config.eval.crop=0.")
 
 
 def main(argv):

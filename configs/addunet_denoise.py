@@ -18,7 +18,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict(dict(
-        train="mvtb:train",  # dataset specs: mvtb:train|val|all, testimages, folder:/path, tfds:NAME[:SPLIT]
+        # Dataset specs: mvtb:train|val|all, testimages, folder:/path, tfds:NAME[:SPLIT].
+        train="mvtb:train",
         val="mvtb:val",
         grayscale=True,
         patch_size=64,

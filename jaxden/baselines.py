@@ -31,5 +31,5 @@ def bm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
 
 def tune_tv_weight(pairs: list[tuple[np.ndarray, np.ndarray]], psnr) -> float:
     """The grid weight with the best mean PSNR over (clean, noisy) held-out pairs."""
-    scores = [np.mean([psnr(tv(y, w), x) for x, y in pairs]) for w in TV_WEIGHT_GRID]
+    scores = [np.mean([float(psnr(tv(y, w), x)) for x, y in pairs]) for w in TV_WEIGHT_GRID]
     return float(TV_WEIGHT_GRID[int(np.argmax(scores))])

@@ -7,6 +7,7 @@ images per noise level, then one per-image table per metric.
 import json
 import os
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -49,12 +50,15 @@ def per_image_table(scores: Scores, metric: str, sigma: int) -> str:
 
 
 def write_results(outdir: str, header: str, scores: Scores, sigmas: list[int], extra: dict) -> str:
-    """Write ``results.md`` and ``results.json`` in ``outdir``; return the markdown."""
-    os.makedirs(outdir, exist_ok=True)
+    """Write ``results.md`` and ``results.json`` in ``outdir`` (process 0 only); return the
+    markdown."""
     parts = [header, "", "Mean over images:", "", mean_table(scores, sigmas), ""]
     for s in sigmas:
         parts += [f"PSNR (dB) per image, σ={s}:", "", per_image_table(scores, "psnr", s), ""]
     markdown = "\n".join(parts)
+    if jax.process_index() != 0:
+        return markdown
+    os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "results.md"), "w") as f:
         f.write(markdown)
     payload = {**extra, "sigmas": sigmas,
@@ -66,7 +70,11 @@ def write_results(outdir: str, header: str, scores: Scores, sigmas: list[int], e
 
 
 def save_grid(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:
-    """A PNG grid: one row per image, one column per (title, HWC image in [0,1]) panel."""
+    """A PNG grid: one row per image, one column per (title, HWC image in [0,1]) panel; written
+    by process 0 only."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     ncol = max(len(panels) for _, panels in rows)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.6 * len(rows)), squeeze=False)
     for r, (name, panels) in enumerate(rows):

@@ -78,6 +78,15 @@ def test_resume_is_bitwise_exact(straight_run, tmp_path):
     assert steps == [2, 4], "lines after the restored checkpoint must be replaced, not repeated"
 
 
+def test_rgb_training_and_validation(tmp_path):
+    config = tiny_config(total_steps=2)
+    config.data.grayscale = False
+    model = train(methods.get(config.method), config, str(tmp_path))
+    assert model.stem.in_features == 3
+    [record] = MetricsLog(str(tmp_path)).read()
+    assert np.isfinite(record["loss"]) and np.isfinite(record["val_psnr_s50"])
+
+
 class _Linear(nnx.Module):
     def __init__(self, rngs):
         self.w = nnx.Param(jnp.ones((3,)))

@@ -1,4 +1,4 @@
-"""Methods: each builds its model, loss, data and metrics from the config for the generic trainer."""
+"""Methods: each builds its model, loss, data and metrics from the config for the trainer."""
 
 from jaxden.methods.denoise import Denoise
 

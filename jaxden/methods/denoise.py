@@ -130,72 +130,78 @@ def _crop(images, size):
     return out
 
 
-def evaluate_denoiser(model, config, workdir: str, step: int) -> str:
-    """Denoise the test images at each sigma; write results.md/json and grid.png in
-    ``workdir/eval``; return the markdown."""
-    ev = config.eval
-    psnr = lambda a, b: float(_psnr(a, b))  # noqa: E731
-    ssim = lambda a, b: float(_ssim(a, b))  # noqa: E731
-    images = _crop(data.load_images(ev.dataset, grayscale=config.data.grayscale), ev.crop)
-    val = _crop(data.load_images(config.data.val, grayscale=config.data.grayscale)[: ev.tv_tune_images],
-                ev.crop or 256)
+def _tuned_tv_weights(config, sigmas) -> dict[int, float]:
+    """TV weight per sigma, tuned on held-out crops with noise of another seed."""
+    val = data.load_images(config.data.val, grayscale=config.data.grayscale)
+    val = _crop(val[: config.eval.tv_tune_images], config.eval.crop or 256)
+    return {s: baselines.tune_tv_weight(list((x, y) for _, x, y in
+                                             _noisy_pairs(val, s, config.eval.seed + 1)), _psnr)
+            for s in sigmas}
+
+
+def _denoisers(model, config, tv_weights):
+    """name -> fn(noisy HWC image, sigma on 0-255) -> output, for every row of the table."""
     run = apply_fn(model)
-    label = model_label(config)
-    methods = ["noisy", "TV", "BM3D", label] if ev.bm3d else ["noisy", "TV", label]
-    scores = {m: {k: {} for k in methods} for m in ("psnr", "ssim")}
-    tv_weights, seconds, grid = {}, {k: 0.0 for k in methods}, []
-    for sigma in ev.sigmas:
-        tv_weights[sigma] = baselines.tune_tv_weight(
-            [(x, y) for _, x, y in _noisy_pairs(val, sigma, ev.seed + 1)], psnr)
-        for s in scores.values():
-            for m in methods:
-                s[m][sigma] = {}
-        for name, x, y in _noisy_pairs(images, sigma, ev.seed):
-            outs = {"noisy": y}
-            t = time.perf_counter()
-            outs["TV"] = baselines.tv(y, tv_weights[sigma])
-            seconds["TV"] += time.perf_counter() - t
-            if ev.bm3d:
-                t = time.perf_counter()
-                outs["BM3D"] = baselines.bm3d(y, sigma / 255.0)
-                seconds["BM3D"] += time.perf_counter() - t
-            t = time.perf_counter()
-            outs[label] = np.clip(np.asarray(run(jnp.asarray(y)[None])[0]), 0, 1)
-            seconds[label] += time.perf_counter() - t
-            for m, out in outs.items():
-                scores["psnr"][m][sigma][name] = psnr(out, x)
-                scores["ssim"][m][sigma][name] = ssim(out, x)
-            if sigma == ev.grid_sigma and len(grid) < ev.grid_images:
-                db = {m: scores["psnr"][m][sigma][name] for m in outs}
-                grid.append((name, [("clean", x)] + [
-                    (f"{m} σ={sigma} {db[m]:.2f} dB" if m == "noisy" else f"{m} {db[m]:.2f} dB",
-                     outs[m]) for m in outs]))
-    outdir = os.path.join(workdir, "eval")
-    os.makedirs(outdir, exist_ok=True)
-    if grid:
-        evaluate.save_grid(os.path.join(outdir, "grid.png"), grid)
-    header = "\n".join([
-        f"# Denoising results: {label}, checkpoint step {step}",
+    fns = {"noisy": lambda y, s: y, "TV": lambda y, s: baselines.tv(y, tv_weights[s])}
+    if config.eval.bm3d:
+        fns["BM3D"] = lambda y, s: baselines.bm3d(y, s / 255.0)
+    fns[model_label(config)] = lambda y, s: np.clip(np.asarray(run(y[None])[0]), 0.0, 1.0)
+    return fns
+
+
+def _header(config, step, num_images, tv_weights, seconds) -> str:
+    ev = config.eval
+    crop = f"centre crops {ev.crop}x{ev.crop}" if ev.crop else "full size"
+    colour = "grayscale (skimage rgb2gray)" if config.data.grayscale else "RGB"
+    return "\n".join([
+        f"# Denoising results: {model_label(config)}, checkpoint step {step}",
         "",
-        f"- Data: `{ev.dataset}` ({len(images)} images"
-        + (f", centre crops {ev.crop}x{ev.crop}" if ev.crop else ", full size")
-        + f", {'grayscale (skimage rgb2gray)' if config.data.grayscale else 'RGB'}). "
-          "Not comparable to Set12/BSD68 numbers.",
+        f"- Data: `{ev.dataset}` ({num_images} images, {crop}, {colour}). "
+        "Not comparable to Set12/BSD68 numbers.",
         f"- Noise: additive white Gaussian, σ on the 0-255 scale, not clipped; noise fixed by "
         f"eval seed {ev.seed}. Training seed {config.seed}.",
         "- PSNR: data_range=1, full image, outputs clipped to [0,1]. SSIM: Gaussian window 11, "
         "σ=1.5, as scikit-image `structural_similarity(gaussian_weights=True, "
         "use_sample_covariance=False)`, mean over channels.",
-        "- TV: Chambolle (scikit-image), weight tuned per σ on held-out "
-        f"`{config.data.val}` crops: " + ", ".join(f"σ={s}: {w:.3g}" for s, w in tv_weights.items())
+        f"- TV: Chambolle (scikit-image), weight tuned per σ on held-out `{config.data.val}` "
+        "crops: " + ", ".join(f"σ={s}: {w:.3g}" for s, w in tv_weights.items())
         + (". BM3D: PyPI `bm3d`, true σ." if ev.bm3d else "."),
-        f"- Seconds spent per method (all images and σ): "
+        "- Seconds spent per method (all images and σ): "
         + ", ".join(f"{m} {t:.1f}" for m, t in seconds.items() if m != "noisy"),
         f"- Command: `python {' '.join(sys.argv)}`",
     ])
-    return evaluate.write_results(outdir, header, scores, list(ev.sigmas),
-                                  {"step": step, "model": label, "tv_weights": tv_weights,
-                                   "seconds": seconds, "config": config.to_dict()})
+
+
+def evaluate_denoiser(model, config, workdir: str, step: int) -> str:
+    """Denoise the test images at each sigma with the model and the baselines; write
+    results.md, results.json and grid.png in ``workdir/eval``; return the markdown."""
+    ev = config.eval
+    images = _crop(data.load_images(ev.dataset, grayscale=config.data.grayscale), ev.crop)
+    tv_weights = _tuned_tv_weights(config, ev.sigmas)
+    fns = _denoisers(model, config, tv_weights)
+    scores = {k: {m: {s: {} for s in ev.sigmas} for m in fns} for k in ("psnr", "ssim")}
+    seconds, grid = dict.fromkeys(fns, 0.0), []
+    for sigma in ev.sigmas:
+        for name, x, y in _noisy_pairs(images, sigma, ev.seed):
+            outs = {}
+            for m, fn in fns.items():
+                t = time.perf_counter()
+                outs[m] = fn(y, sigma)
+                seconds[m] += time.perf_counter() - t
+                scores["psnr"][m][sigma][name] = float(_psnr(outs[m], x))
+                scores["ssim"][m][sigma][name] = float(_ssim(outs[m], x))
+            if sigma == ev.grid_sigma and len(grid) < ev.grid_images:
+                db = {m: scores["psnr"][m][sigma][name] for m in outs}
+                grid.append((name, [("clean", x)] + [
+                    (f"{m} σ={sigma} {db[m]:.2f} dB" if m == "noisy" else f"{m} {db[m]:.2f} dB",
+                     out) for m, out in outs.items()]))
+    outdir = os.path.join(workdir, "eval")
+    if grid:
+        evaluate.save_grid(os.path.join(outdir, "grid.png"), grid)
+    return evaluate.write_results(
+        outdir, _header(config, step, len(images), tv_weights, seconds), scores, list(ev.sigmas),
+        {"step": step, "model": model_label(config), "tv_weights": tv_weights,
+         "seconds": seconds, "config": config.to_dict()})
 
 
 def model_label(config) -> str:

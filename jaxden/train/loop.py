@@ -39,8 +39,8 @@ def train(
 ) -> nnx.Module:
     """Train ``method`` as ``config`` says, in ``workdir``; resumes from its latest checkpoint.
 
-    ``mesh`` defaults to a ``data`` axis over all devices. Returns the trained model. Writes ``workdir/metrics.jsonl``, ``workdir/config.json`` and
-    ``workdir/checkpoints/``.
+    ``mesh`` defaults to a ``data`` axis over all devices. Returns the trained model. Writes
+    ``workdir/metrics.jsonl``, ``workdir/config.json`` and ``workdir/checkpoints/``.
     """
     os.makedirs(workdir, exist_ok=True)
     is_chief = jax.process_index() == 0
@@ -102,7 +102,8 @@ def train(
             bar.update(1)
             log_now = step % config.log_every_steps == 0 or step == total
             ckpt_now = step % config.checkpoint_every_steps == 0 or step == total
-            eval_now = validate is not None and (step % config.eval_every_steps == 0 or step == total)
+            eval_now = validate is not None and (
+                step % config.eval_every_steps == 0 or step == total)
             if log_now or ckpt_now or eval_now:
                 means = flush(pending, step)
                 pending = []

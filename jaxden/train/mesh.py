@@ -31,7 +31,8 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
     if global_batch_size % n:
         raise ValueError(
             f"config.batch_size={global_batch_size} is not divisible by the {n} devices; "
-            f"set --config.batch_size to a multiple of {n} (e.g. {n * max(1, global_batch_size // n)})."
+            f"set --config.batch_size to a multiple of {n} "
+            f"(e.g. {n * max(1, global_batch_size // n)})."
         )
 
 
