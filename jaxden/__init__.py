@@ -1,3 +1,16 @@
-"""jaxden: learned image denoising and joint denoising + classification in JAX/Flax NNX."""
+"""jaxden: learned image denoising and joint denoising + classification in JAX/Flax NNX.
+
+``jaxden.train_and_evaluate(config, workdir)`` is the notebook entry point (from
+``jaxden.experiment``, with ``evaluate(workdir)`` beside it); it is imported on first use, so
+that ``import jaxden.noise`` stays light.
+"""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "train_and_evaluate":
+        from jaxden.experiment import train_and_evaluate
+
+        return train_and_evaluate
+    raise AttributeError(f"module 'jaxden' has no attribute {name!r}")

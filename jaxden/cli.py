@@ -90,4 +90,8 @@ def run_reporting_errors(fn):
         if os.environ.get("JAXDEN_DEBUG"):
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Skip interpreter teardown: after a failed restore, Orbax's background event loop
+        # would print tracebacks there. Files and checkpoints are closed by now.
+        os._exit(1)

@@ -19,11 +19,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> nnx.M
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The config saved with the latest checkpoint in ``workdir``."""
-    checkpoints = Checkpoints(workdir, read_only=True)
-    try:
+    with Checkpoints(workdir, read_only=True) as checkpoints:
         return checkpoints.restore_config()
-    finally:
-        checkpoints.close()
 
 
 def saved_config(workdir: str | None) -> ml_collections.ConfigDict:

@@ -57,6 +57,18 @@ def test_eval_on_a_folder_of_user_pngs(trained, tmp_path):
     assert set(results["scores"]["psnr"]["TV"]["15"]) == {"coins.png", "ihc.png"}
 
 
+def test_resuming_with_another_model_says_so_and_keeps_the_run(trained):
+    config_json = os.path.join(trained, "config.json")
+    with open(config_json) as f:
+        before = f.read()
+    proc = run(["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", trained,
+                "--config.model.width=8", "--config.total_steps=6"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "does not fit the model" in proc.stderr and "config.json" in proc.stderr
+    with open(config_json) as f:
+        assert f.read() == before
+
+
 @pytest.mark.parametrize("args, message", [
     (["eval.py", "--workdir", "{tmp}/nothing"], "no checkpoint"),
     (["train.py", "--config", "configs/addunet_denoise.py:tiny", "--workdir", "{tmp}/w",

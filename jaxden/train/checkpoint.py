@@ -7,6 +7,7 @@ Neither part is pickled. Saving is asynchronous; ``close()`` waits for the last 
 
 import os
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -17,6 +18,10 @@ STATE, CONFIG = "state", "config"
 
 class CheckpointNotFoundError(FileNotFoundError):
     """No checkpoint in a workdir that should have one."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint written for another model or optimiser configuration."""
 
 
 class Checkpoints:
@@ -46,10 +51,33 @@ class Checkpoints:
 
     def restore_state(self, abstract_state: State, step: int | None = None) -> State:
         step = self.require_step(step)
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)})
-        )
+        self._check_params_fit(step, abstract_state["params"])
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)})
+            )
+        except ValueError as e:  # orbax: a stored array's shape or the tree does not match
+            raise self._mismatch(step, str(e).splitlines()[0].split(":")[0][:200]) from e
         return restored[STATE]
+
+    def _check_params_fit(self, step: int, abstract_params) -> None:
+        """Compare parameter shapes with the checkpoint's metadata before Orbax reads arrays,
+        so that a checkpoint of another model is reported by name and Orbax is left clean."""
+        with ocp.StandardCheckpointer() as reader:
+            stored = reader.metadata(os.path.join(self.directory, str(step), STATE))
+        stored = _shapes_by_path(stored.item_metadata.tree["params"])
+        wanted = _shapes_by_path(abstract_params)
+        for path in sorted(set(stored) | set(wanted)):
+            have, want = stored.get(path, "absent"), wanted.get(path, "absent")
+            if have != want:
+                raise self._mismatch(step, f"params.{path}: checkpoint {have}, "
+                                           f"this config {want}")
+
+    def _mismatch(self, step: int, reason: str) -> "CheckpointMismatchError":
+        return CheckpointMismatchError(
+            f"checkpoint {step} in {self.directory} does not fit the model and optimiser of "
+            f"this config ({reason}); resume with the run's own config "
+            f"({os.path.dirname(self.directory)}/config.json) or use a new --workdir")
 
     def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
         step = self.require_step(step)
@@ -73,6 +101,19 @@ class Checkpoints:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+    def __enter__(self) -> "Checkpoints":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _shapes_by_path(tree) -> dict[str, tuple]:
+    """{"encoder.0.convs.0.kernel": shape, ...}; list indices and dict keys spelt alike, as
+    Orbax stores integer keys as strings."""
+    return {".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf.shape
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def _lists_to_tuples(tree):

@@ -31,6 +31,24 @@ class TrainingDiverged(FloatingPointError):
     """The loss or the gradient norm became NaN/Inf."""
 
 
+def _mean_checking_finite(pending: list, step: int, checkpoints: Checkpoints) -> dict:
+    """Fetch the per-step metrics of steps ``step - len(pending) + 1 .. step``, stop at the
+    first step whose loss or gradient norm is NaN/Inf, and return their means."""
+    fetched = jax.device_get(pending)
+    for i, m in enumerate(fetched):
+        bad = [k for k in DIVERGENCE_SIGNALS if not np.isfinite(m[k])]
+        if bad:
+            last = checkpoints.latest_step()
+            kept = (f"the checkpoints in {checkpoints.directory} (latest: step {last}) are intact"
+                    if last is not None else "no checkpoint had been written yet")
+            raise TrainingDiverged(
+                f"{' and '.join(bad)} became NaN/Inf at step {step - len(fetched) + i + 1}; "
+                f"{kept}. Lower --config.optimizer.learning_rate or set "
+                f"--config.optimizer.grad_clip_norm, and check the data for NaN."
+            )
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+
+
 def train(
     method: Method,
     config: ml_collections.ConfigDict,
@@ -52,61 +70,40 @@ def train(
     tx, schedule = make_optimizer(config.optimizer, config.total_steps)
     graphdef, state = init_state(model, tx)
     state = jax.device_put(state, replicated)
-    state_sharding = jax.tree.map(lambda x: x.sharding, state)
-
-    checkpoints = Checkpoints(workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
+    update = make_update_fn(graphdef, method.make_loss(config), tx, config.seed,
+                            jax.tree.map(lambda x: x.sharding, state), replicated)
     log = MetricsLog(workdir, enabled=is_chief)
-    start = checkpoints.latest_step()
-    if start is not None:
-        state = checkpoints.restore_state(abstract_like(state), start)
-        log.truncate_after(start)
-    start = start or 0
-    if is_chief:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-
-    data = method.train_data(config, jax.process_index(), jax.process_count())
-    update = make_update_fn(graphdef, method.make_loss(config), tx, config.seed, state_sharding,
-                            replicated)
-    validate = method.make_validate(config)
-
-    def flush(pending, step):
-        """Fetch pending per-step metrics, stop on NaN/Inf, log their mean at ``step``."""
-        fetched = jax.device_get(pending)
-        for i, m in enumerate(fetched):
-            bad = [k for k in DIVERGENCE_SIGNALS if not np.isfinite(m[k])]
-            if bad:
-                at = step - len(fetched) + i + 1
-                last = checkpoints.latest_step()
-                kept = (f"the checkpoints in {checkpoints.directory} (latest: step {last}) are "
-                        "intact" if last is not None else "no checkpoint had been written yet")
-                raise TrainingDiverged(
-                    f"{' and '.join(bad)} became NaN/Inf at step {at}; {kept}. Lower "
-                    f"--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm, "
-                    f"and check the data for NaN."
-                )
-        return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
-
     total = config.total_steps
-    bar = tqdm(total=total, initial=start, disable=not is_chief, desc=f"train {method.name}",
-               unit="step", dynamic_ncols=True)
-    if is_chief and start == 0:
-        tqdm.write(f"{method.name}: {param_count(state):,} parameters, {mesh.size} device(s), "
-                   f"{jax.process_count()} process(es); workdir {workdir}")
-    pending, t0, t0_step = [], time.perf_counter(), start
-    try:
-        for step in range(start + 1, total + 1):
-            batch = mesh_lib.global_batch(data.batch(step - 1), data_sharding)
-            state, metrics = update(state, batch)
-            pending.append(metrics)
-            bar.update(1)
-            log_now = step % config.log_every_steps == 0 or step == total
-            ckpt_now = step % config.checkpoint_every_steps == 0 or step == total
-            eval_now = validate is not None and (
-                step % config.eval_every_steps == 0 or step == total)
-            if log_now or ckpt_now or eval_now:
-                means = flush(pending, step)
-                pending = []
+
+    with Checkpoints(workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3)) as checkpoints:
+        start = checkpoints.latest_step() or 0
+        if start:
+            state = checkpoints.restore_state(abstract_like(state), start)
+            log.truncate_after(start)
+        if is_chief:
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+            if start == 0:
+                tqdm.write(f"{method.name}: {param_count(state):,} parameters, {mesh.size} "
+                           f"device(s), {jax.process_count()} process(es); workdir {workdir}")
+        data = method.train_data(config, jax.process_index(), jax.process_count())
+        validate = method.make_validate(config)
+
+        pending, t0, t0_step = [], time.perf_counter(), start
+        with tqdm(total=total, initial=start, disable=not is_chief, unit="step",
+                  desc=f"train {method.name}", dynamic_ncols=True) as bar:
+            for step in range(start + 1, total + 1):
+                state, metrics = update(state, mesh_lib.global_batch(data.batch(step - 1),
+                                                                     data_sharding))
+                pending.append(metrics)
+                bar.update(1)
+                log_now = step % config.log_every_steps == 0 or step == total
+                ckpt_now = step % config.checkpoint_every_steps == 0 or step == total
+                eval_now = validate is not None and (
+                    step % config.eval_every_steps == 0 or step == total)
+                if not (log_now or ckpt_now or eval_now):
+                    continue
+                means, pending = _mean_checking_finite(pending, step, checkpoints), []
                 if log_now:
                     rate = (step - t0_step) / (time.perf_counter() - t0)
                     means.update(lr=float(schedule(step - 1)), steps_per_sec=rate,
@@ -120,9 +117,6 @@ def train(
                     checkpoints.save(step, state, config)
                 if log_now:  # steps/s counts training steps only, not validation or saving
                     t0, t0_step = time.perf_counter(), step
-    finally:
-        bar.close()
-        checkpoints.close()
     return merge_model(graphdef, state)
 
 
@@ -131,14 +125,12 @@ def restore_model(
 ) -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
     """(model, config, step) from the latest checkpoint in ``workdir``; the config saved with
     the checkpoint is used unless one is given."""
-    checkpoints = Checkpoints(workdir, read_only=True)
-    step = checkpoints.require_step(None)
-    config = config or checkpoints.restore_config(step)
-    model = method.build_model(config)
-    tx, _ = make_optimizer(config.optimizer, config.total_steps)
-    graphdef, state = init_state(model, tx)
-    mesh = mesh_lib.data_mesh()
-    state = jax.device_put(state, mesh_lib.replicated(mesh))
-    state = checkpoints.restore_state(abstract_like(state), step)
-    checkpoints.close()
+    with Checkpoints(workdir, read_only=True) as checkpoints:
+        step = checkpoints.require_step(None)
+        config = config or checkpoints.restore_config(step)
+        model = method.build_model(config)
+        tx, _ = make_optimizer(config.optimizer, config.total_steps)
+        graphdef, state = init_state(model, tx)
+        state = jax.device_put(state, mesh_lib.replicated(mesh_lib.data_mesh()))
+        state = checkpoints.restore_state(abstract_like(state), step)
     return merge_model(graphdef, state), config, step
