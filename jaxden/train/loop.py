@@ -89,6 +89,10 @@ def train(
         data = method.train_data(config, jax.process_index(), jax.process_count())
         validate = method.make_validate(config)
 
+        # XLA:CPU with several (simulated) devices can deadlock when two steps' all-reduces are
+        # in flight at once on a small host thread pool (seen on 2 cores x 8 devices: "only 6
+        # of 8 arrived" at the rendezvous); there, wait for each step before the next.
+        one_step_in_flight = jax.default_backend() == "cpu" and mesh.size > 1
         pending, t0, t0_step = [], time.perf_counter(), start
         with tqdm(total=total, initial=start, disable=not is_chief, unit="step",
                   desc=f"train {method.name}", dynamic_ncols=True) as bar:
@@ -96,6 +100,8 @@ def train(
                 state, metrics = update(state, mesh_lib.global_batch(data.batch(step - 1),
                                                                      data_sharding))
                 pending.append(metrics)
+                if one_step_in_flight:
+                    jax.block_until_ready(metrics)
                 bar.update(1)
                 log_now = step % config.log_every_steps == 0 or step == total
                 ckpt_now = step % config.checkpoint_every_steps == 0 or step == total
