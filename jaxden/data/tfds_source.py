@@ -12,12 +12,12 @@ _OFFLINE_ALTERNATIVES = ("offline alternatives that need no download: 'mvtb:trai
                          "'testimages', 'folder:/path/to/images'")
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _not_available(name: str, split: str | None, data_dir: str | None, reason: str) -> DataError:
+def not_available_error(name: str, split: str | None, data_dir: str | None, reason: str) -> DataError:
     where = data_dir or "the TFDS default data_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
     split_text = f" split {split!r}" if split else ""
     return DataError(
@@ -43,7 +43,7 @@ def load_tfds(name: str, split: str | None = None, *, max_images: int | None = N
         raise DataError(f"TFDS has no dataset named {name!r}: spell it as in the TFDS catalog "
                         f"(e.g. 'tfds:cifar10:test', 'tfds:mnist'); {_OFFLINE_ALTERNATIVES}") from e
     except Exception as e:  # any failure to open the dataset's metadata offline
-        raise _not_available(name, split, data_dir, _first_line(e)) from e
+        raise not_available_error(name, split, data_dir, first_line(e)) from e
     if split is None:
         known = builder.info.splits
         split = "test" if "test" in known or not known else "train"
@@ -54,9 +54,9 @@ def load_tfds(name: str, split: str | None = None, *, max_images: int | None = N
         if known and {part.split("[")[0] for part in split.split("+")} - set(known):
             raise DataError(f"TFDS dataset {name!r} has no split {split!r}: use one of "
                             f"{known}, as in 'tfds:{name}:{known[0]}'") from e
-        reason = (_first_line(e) if builder.is_prepared()
+        reason = (first_line(e) if builder.is_prepared()
                   else f"nothing is prepared at {builder.data_path}")
-        raise _not_available(name, split, data_dir, reason) from e
+        raise not_available_error(name, split, data_dir, reason) from e
     if "image" not in builder.info.features:
         raise DataError(f"TFDS dataset {name!r} has no 'image' feature (it has "
                         f"{sorted(builder.info.features)}): choose an image dataset")
