@@ -102,7 +102,7 @@ class Denoise:
 
         def validate(model):
             run = apply_fn(model)
-            return {f"val_psnr_s{s}": float(jnp.mean(metrics.psnr(jnp.clip(run(y), 0, 1), clean)))
+            return {f"val_psnr_s{s}": float(jnp.mean(_psnr(jnp.clip(run(y), 0, 1), clean)))
                     for s, y in zip(sigmas, noisy)}
 
         return validate

@@ -49,6 +49,14 @@ def _mean_checking_finite(pending: list, step: int, checkpoints: Checkpoints) ->
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
 
 
+def _initial_state(method: Method, config: ml_collections.ConfigDict, replicated):
+    """(graphdef, replicated step-0 state, optimiser, schedule) of ``method`` under ``config``:
+    the state to train from, or the layout to restore a checkpoint into."""
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    graphdef, state = init_state(method.build_model(config), tx)
+    return graphdef, jax.device_put(state, replicated), tx, schedule
+
+
 def train(
     method: Method,
     config: ml_collections.ConfigDict,
@@ -66,10 +74,7 @@ def train(
     replicated, data_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)
     mesh_lib.check_batch_size(config.batch_size, mesh)
 
-    model = method.build_model(config)
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-    graphdef, state = init_state(model, tx)
-    state = jax.device_put(state, replicated)
+    graphdef, state, tx, schedule = _initial_state(method, config, replicated)
     update = make_update_fn(graphdef, method.make_loss(config), tx, config.seed,
                             jax.tree.map(lambda x: x.sharding, state), replicated)
     log = MetricsLog(workdir, enabled=is_chief)
@@ -134,9 +139,7 @@ def restore_model(
     with Checkpoints(workdir, read_only=True) as checkpoints:
         step = checkpoints.require_step(None)
         config = config or checkpoints.restore_config(step)
-        model = method.build_model(config)
-        tx, _ = make_optimizer(config.optimizer, config.total_steps)
-        graphdef, state = init_state(model, tx)
-        state = jax.device_put(state, mesh_lib.replicated(mesh_lib.data_mesh()))
+        graphdef, state, _, _ = _initial_state(
+            method, config, mesh_lib.replicated(mesh_lib.data_mesh()))
         state = checkpoints.restore_state(abstract_like(state), step)
     return merge_model(graphdef, state), config, step
