@@ -74,7 +74,6 @@ def save_grid(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -
     by process 0 only."""
     if jax.process_index() != 0:
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     ncol = max(len(panels) for _, panels in rows)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.6 * len(rows)), squeeze=False)
     for r, (name, panels) in enumerate(rows):
@@ -85,6 +84,12 @@ def save_grid(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -
                 img = np.clip(img, 0, 1)
                 ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
                 ax.set_title(f"{name}: {title}" if c == 0 else title, fontsize=8)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Lay out, write (as PNG at 110 dpi, creating the folder) and close a matplotlib figure."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -102,26 +102,36 @@ class PatchSampler:
               process_count: int = 1) -> np.ndarray:
         """Process ``process_index``'s slice of global batch ``step``: float32 of shape
         (batch_size // process_count, P, P, C), a pure function of the arguments and seed."""
-        if batch_size < 1 or batch_size % process_count:
-            raise DataError(f"batch_size={batch_size} is not a positive multiple of "
-                            f"process_count={process_count}: set the global batch size to a "
-                            f"multiple of the number of processes")
-        if step < 0 or not 0 <= process_index < process_count:
-            raise ValueError(f"need step >= 0 and 0 <= process_index < process_count; got "
-                             f"step={step}, process_index={process_index}")
-        local = batch_size // process_count
-        first = step * batch_size + process_index * local
-        epochs, slots = np.divmod(np.arange(first, first + local, dtype=np.int64), len(self))
-        rows = np.empty(local, np.int64)
-        transforms = np.empty(local, np.int64)
-        for epoch in np.unique(epochs):
-            permutation, epoch_transforms = _epoch_order(self.seed, len(self), int(epoch))
-            here = epochs == epoch
-            rows[here] = permutation[slots[here]]
-            transforms[here] = epoch_transforms[slots[here]]
+        rows, transforms = stream_rows(self.seed, len(self), step, batch_size, process_index,
+                                       process_count)
         out = np.stack([self._crop(*self.positions[r]) for r in rows])
         if self.augment:
             for t in range(1, NUM_TRANSFORMS):
                 here = transforms == t
                 out[here] = dihedral(out[here], t)
         return out
+
+
+def stream_rows(seed: int, pool_size: int, step: int, batch_size: int, process_index: int,
+                process_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool rows, dihedral transforms) of process ``process_index``'s slice of global batch
+    ``step`` of the endless seeded stream over a pool of ``pool_size`` items (module
+    docstring); each has shape (batch_size // process_count,)."""
+    if batch_size < 1 or batch_size % process_count:
+        raise DataError(f"batch_size={batch_size} is not a positive multiple of "
+                        f"process_count={process_count}: set the global batch size to a "
+                        f"multiple of the number of processes")
+    if step < 0 or not 0 <= process_index < process_count:
+        raise ValueError(f"need step >= 0 and 0 <= process_index < process_count; got "
+                         f"step={step}, process_index={process_index}")
+    local = batch_size // process_count
+    first = step * batch_size + process_index * local
+    epochs, slots = np.divmod(np.arange(first, first + local, dtype=np.int64), pool_size)
+    rows = np.empty(local, np.int64)
+    transforms = np.empty(local, np.int64)
+    for epoch in np.unique(epochs):
+        permutation, epoch_transforms = _epoch_order(seed, pool_size, int(epoch))
+        here = epochs == epoch
+        rows[here] = permutation[slots[here]]
+        transforms[here] = epoch_transforms[slots[here]]
+    return rows, transforms

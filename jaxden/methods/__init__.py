@@ -1,8 +1,9 @@
 """Methods: each builds its model, loss, data and metrics from the config for the trainer."""
 
 from jaxden.methods.denoise import Denoise
+from jaxden.methods.multitask import MultiTask
 
-METHODS = {"denoise": Denoise}
+METHODS = {"denoise": Denoise, "multitask": MultiTask}
 
 
 def get(name: str):

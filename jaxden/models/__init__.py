@@ -4,10 +4,13 @@ import ml_collections
 from flax import nnx
 
 from jaxden.models.addunet import AddUNet, AddUNetTiny
+from jaxden.models.multitask import ClassifierHead, MultiTaskAddUNet
 
-MODELS = {"addunet": AddUNet, "addunet_tiny": AddUNetTiny}
+MODELS = {"addunet": AddUNet, "addunet_tiny": AddUNetTiny, "addunet_mtl": MultiTaskAddUNet}
+_TUPLE_KEYS = ("kernel_sizes", "head_hidden", "tasks")  # lists after a JSON round trip
 
-__all__ = ["AddUNet", "AddUNetTiny", "MODELS", "build_model"]
+__all__ = ["AddUNet", "AddUNetTiny", "ClassifierHead", "MODELS", "MultiTaskAddUNet",
+           "build_model"]
 
 
 def build_model(model_config: ml_collections.ConfigDict, *, in_channels: int, rngs: nnx.Rngs):
@@ -16,6 +19,7 @@ def build_model(model_config: ml_collections.ConfigDict, *, in_channels: int, rn
     name = kwargs.pop("name")
     if name not in MODELS:
         raise ValueError(f"config.model.name={name!r}; choose one of {sorted(MODELS)}")
-    if kwargs.get("kernel_sizes") is not None:
-        kwargs["kernel_sizes"] = tuple(kwargs["kernel_sizes"])
+    for key in _TUPLE_KEYS:
+        if kwargs.get(key) is not None:
+            kwargs[key] = tuple(kwargs[key])
     return MODELS[name](in_channels, rngs=rngs, **kwargs)

@@ -116,6 +116,8 @@ class AddUNet(nnx.Module):
         first and the bottleneck the last. Defaults to 3 everywhere.
       norm: "none" or "group" (GroupNorm after every conv of a block).
       activation: "relu" or "gelu".
+      decoder: False builds the stem and encoder (and bottleneck) only, the shared encoder of
+        a classifier-only baseline; `encode` works, `decode` and `__call__` do not.
       rngs: the `nnx.Rngs` for parameter initialisation.
     """
 
@@ -135,6 +137,7 @@ class AddUNet(nnx.Module):
         kernel_sizes=None,
         norm="none",
         activation="relu",
+        decoder=True,
         rngs: nnx.Rngs,
     ):
         out_channels = in_channels if out_channels is None else out_channels
@@ -163,12 +166,16 @@ class AddUNet(nnx.Module):
         self.skip = skip
         self.residual = residual
         self.fixed_resolution = fixed_resolution
+        self.has_decoder = decoder
         block = functools.partial(ConvBlock, num_convs=convs_per_block, norm=norm,
                                   activation=activation, rngs=rngs)
         self.stem = nnx.Conv(in_channels, width, (kernel_sizes[0],) * 2, rngs=rngs)
         self.encoder = nnx.List(block(width, width, k) for k in kernel_sizes)
         if not fixed_resolution:
             self.bottleneck = block(width, width, kernel_sizes[-1])
+        if not decoder:
+            return
+        if not fixed_resolution:
             self.upsample = nnx.List(
                 nnx.ConvTranspose(width, width, (2, 2), strides=(2, 2), padding="VALID",
                                   rngs=rngs)
@@ -186,8 +193,11 @@ class AddUNet(nnx.Module):
         """Effective gate values by level, shallowest first.
 
         Shape (L,) for scalar gates, (L, C) for channel gates: softplus(beta). Ones of shape
-        (L,) for skip="add". Raises ValueError for "concat" and "none", which have no gates.
+        (L,) for skip="add". Raises ValueError for "concat" and "none", which have no gates,
+        and for an encoder-only model (decoder=False).
         """
+        if not self.has_decoder:
+            raise ValueError("this AddUNet was built with decoder=False: it has no skips")
         if self.skip == "gated":
             return jax.nn.softplus(self.beta[...])
         if self.skip == "add":
@@ -217,23 +227,38 @@ class AddUNet(nnx.Module):
             x = self.bottleneck(x)
         return x, tuple(skips)
 
-    def decode(self, features, skips, y, gate_scale=None):
-        """Decoder and head: returns the denoised image for the input y given to `encode`.
+    def decode_features(self, features, skips, y, gate_scale=None):
+        """Decoder without the 1x1 head: the last decoder block's output, (B, H, W, C) for
+        the input y given to `encode` (padding cropped).
 
-        y is needed to crop the padding and, with residual=True, to subtract the predicted
-        noise. `gate_scale`, an optional (L,) array, multiplies each level's effective gate at
+        `gate_scale`, an optional (L,) array, multiplies each level's effective gate at
         inference ("gated" and "add" skips only; 0 switches a skip off).
         """
         chex.assert_rank(y, 4)
         chex.assert_equal(len(skips), self.levels)
+        if not self.has_decoder:
+            raise ValueError("this AddUNet was built with decoder=False (an encoder only)")
         gains = self._gains(gate_scale)
         u = features
         for level in reversed(range(self.levels)):
             if not self.fixed_resolution:
                 u = self.upsample[level](u)
             u = self.decoder[level](self._fuse(u, skips[level], gains, level))
-        out = self.head(u)[:, : y.shape[1], : y.shape[2], :]
+        return u[:, : y.shape[1], : y.shape[2], :]
+
+    def head_output(self, decoded, y):
+        """The 1x1 head on `decode_features`' output: the denoised image (y - noise estimate
+        with residual=True)."""
+        out = self.head(decoded)
         return y - out if self.residual else out
+
+    def decode(self, features, skips, y, gate_scale=None):
+        """Decoder and head: returns the denoised image for the input y given to `encode`.
+
+        y is needed to crop the padding and, with residual=True, to subtract the predicted
+        noise. `gate_scale` is as in `decode_features`.
+        """
+        return self.head_output(self.decode_features(features, skips, y, gate_scale), y)
 
     def __call__(self, y, gate_scale=None):
         """Denoise a batch y of shape (B, H, W, in_channels), any H and W."""

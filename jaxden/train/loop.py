@@ -33,7 +33,8 @@ class TrainingDiverged(FloatingPointError):
 
 def _mean_checking_finite(pending: list, step: int, checkpoints: Checkpoints) -> dict:
     """Fetch the per-step metrics of steps ``step - len(pending) + 1 .. step``, stop at the
-    first step whose loss or gradient norm is NaN/Inf, and return their means."""
+    first step whose loss or gradient norm is NaN/Inf, and return their means, plus the
+    window's largest loss and gradient norm (``loss_max``, ``grad_norm_max``: spikes)."""
     fetched = jax.device_get(pending)
     for i, m in enumerate(fetched):
         bad = [k for k in DIVERGENCE_SIGNALS if not np.isfinite(m[k])]
@@ -46,7 +47,9 @@ def _mean_checking_finite(pending: list, step: int, checkpoints: Checkpoints) ->
                 f"{kept}. Lower --config.optimizer.learning_rate or set "
                 f"--config.optimizer.grad_clip_norm, and check the data for NaN."
             )
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+    means.update({f"{k}_max": float(np.max([m[k] for m in fetched])) for k in DIVERGENCE_SIGNALS})
+    return means
 
 
 def _initial_state(method: Method, config: ml_collections.ConfigDict, replicated):
