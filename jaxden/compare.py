@@ -75,7 +75,7 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
     a " λ=..." suffix."""
     def lam(run):
         results = run["results"]
-        return results["config"]["cls_weight"] if len(results["tasks"]) == 2 else None
+        return results["config"].get("cls_weight") if len(results["tasks"]) == 2 else None
 
     lambdas = defaultdict(set)
     for run in runs:

@@ -49,6 +49,25 @@ def per_image_table(scores: Scores, metric: str, sigma: int) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def format_score(value, kind: str) -> str:
+    """A PSNR (dB, 2 decimals), SSIM (4 decimals) or accuracy ("acc", a percentage); None is
+    "—"."""
+    if value is None:
+        return "—"
+    return f"{100 * value:.2f}%" if kind == "acc" else f"{value:.{2 if kind == 'psnr' else 4}f}"
+
+
+def score_table(rows: dict[str, dict], sigmas) -> str:
+    """Markdown: one row per name, "PSNR / SSIM / accuracy" per sigma."""
+    head = "| model | " + " | ".join(f"σ={s} PSNR / SSIM / acc" for s in sigmas) + " |"
+    lines = [head, "|---|" + "---|" * len(sigmas)]
+    for name, by_sigma in rows.items():
+        cells = [" / ".join(format_score(by_sigma[str(s)][k], k)
+                            for k in ("psnr", "ssim", "acc")) for s in sigmas]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_results(outdir: str, header: str, scores: Scores, sigmas: list[int], extra: dict) -> str:
     """Write ``results.md`` and ``results.json`` in ``outdir`` (process 0 only); return the
     markdown."""

@@ -14,7 +14,8 @@ from flax import nnx
 
 from configs import addunet_mtl
 from jaxden import compare, data, experiment, methods
-from jaxden.methods.multitask import joint_loss, load_split
+from jaxden.methods.labelled import load_split
+from jaxden.methods.multitask import joint_loss
 from jaxden.methods.multitask_eval import row_label
 from jaxden.models import MultiTaskAddUNet
 from jaxden.train import mesh as mesh_lib

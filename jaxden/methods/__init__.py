@@ -1,9 +1,10 @@
 """Methods: each builds its model, loss, data and metrics from the config for the trainer."""
 
+from jaxden.methods.cdn import ClassificationDenoising
 from jaxden.methods.denoise import Denoise
 from jaxden.methods.multitask import MultiTask
 
-METHODS = {"denoise": Denoise, "multitask": MultiTask}
+METHODS = {"denoise": Denoise, "multitask": MultiTask, "cdn": ClassificationDenoising}
 
 
 def get(name: str):

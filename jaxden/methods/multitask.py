@@ -14,7 +14,6 @@ the last ``config.data.val_examples`` training examples are held out for validat
 training, and ``eval.py`` reports on the test split.
 """
 
-import dataclasses
 import functools
 
 import jax
@@ -23,15 +22,12 @@ import ml_collections
 import optax
 from flax import nnx
 
-from jaxden import data, metrics, noise
+from jaxden import metrics, noise
 from jaxden.methods.denoise import reconstruction_loss
+from jaxden.methods.labelled import ExampleStream, channels, fixed_noisy, load_split
 from jaxden.models import build_model
 
 _psnr = jax.jit(metrics.psnr)
-
-
-def channels(config: ml_collections.ConfigDict) -> int:
-    return 1 if config.data.grayscale else 3
 
 
 def tasks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -54,55 +50,11 @@ def joint_loss(denoised, logits, clean, labels, *, kind: str, cls_weight: float)
     return loss, out
 
 
-def load_split(config: ml_collections.ConfigDict, split: str,
-               max_examples: int | None = None) -> data.LabelledImages:
-    """``config.data.dataset``'s ``split`` ("train", "val" or "test"); "train" and "val" are
-    the training split minus / only its last ``config.data.val_examples`` examples. Checks the
-    labels against ``config.model.num_classes``."""
-    d = config.data
-    source = "test" if split == "test" else "train"
-    examples = data.load_labelled(d.dataset, split=source, grayscale=d.grayscale,
-                                  data_dir=d.get("data_dir"),
-                                  max_examples=max_examples if split == "test" else None)
-    if examples.num_classes != config.model.num_classes:
-        raise data.DataError(
-            f"{examples.name} has {examples.num_classes} classes but config.model.num_classes="
-            f"{config.model.num_classes}: set --config.model.num_classes={examples.num_classes}")
-    if split == "test":
-        return examples
-    if not 0 < d.val_examples < len(examples):
-        raise data.DataError(f"config.data.val_examples={d.val_examples}: hold out between 1 "
-                             f"and {len(examples) - 1} of the {len(examples)} training examples")
-    keep = slice(None, -d.val_examples) if split == "train" else slice(-d.val_examples, None)
-    part = dataclasses.replace(examples, images=examples.images[keep],
-                               labels=examples.labels[keep], name=f"{examples.name}[{split}]")
-    return dataclasses.replace(part, images=part.images[:max_examples],
-                               labels=part.labels[:max_examples])
-
-
 def predict_fn(model: nnx.Module):
     """A jitted ``fn(y, gate_scale=None) -> (denoised, logits)`` (split -> jit -> merge)."""
     graphdef, state = nnx.split(model)
     run = jax.jit(lambda state, y, scale: nnx.merge(graphdef, state)(y, scale))
     return functools.partial(run, state)
-
-
-def fixed_noisy(images: jax.Array, sigma: float, seed: int) -> jax.Array:
-    """The noisy copy of ``images`` at ``sigma`` (0-255) used for evaluation: a function of
-    (seed, sigma) only."""
-    key = jax.random.fold_in(jax.random.key(seed), int(sigma))
-    return noise.gaussian(key, jnp.asarray(images), sigma / 255.0)
-
-
-class ExampleStream:
-    def __init__(self, sampler: data.ExampleSampler, batch_size: int, process_index: int,
-                 process_count: int):
-        self.sampler, self.batch_size = sampler, batch_size
-        self.process_index, self.process_count = process_index, process_count
-
-    def batch(self, step: int):
-        return self.sampler.batch(step, self.batch_size, process_index=self.process_index,
-                                  process_count=self.process_count)
 
 
 class MultiTask:
@@ -113,9 +65,7 @@ class MultiTask:
                            rngs=nnx.Rngs(config.seed))
 
     def train_data(self, config, process_index, process_count):
-        sampler = data.ExampleSampler(load_split(config, "train"), seed=config.seed,
-                                      flip=config.data.flip)
-        return ExampleStream(sampler, config.batch_size, process_index, process_count)
+        return ExampleStream.from_config(config, process_index, process_count)
 
     def make_loss(self, config):
         lo, hi = config.noise.sigma_min / 255.0, config.noise.sigma_max / 255.0

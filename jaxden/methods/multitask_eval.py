@@ -20,7 +20,8 @@ import numpy as np
 from flax import nnx
 
 from jaxden import evaluate, metrics
-from jaxden.methods.multitask import fixed_noisy, load_split, predict_fn, tasks
+from jaxden.methods.labelled import fixed_noisy, load_split
+from jaxden.methods.multitask import predict_fn, tasks
 
 SSIM_MIN_SIZE = 11  # SSIM's Gaussian window is 11x11
 _psnr, _ssim = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
@@ -72,23 +73,6 @@ def _noisy_input_scores(clean, noisy, with_ssim):
             "ssim": float(jnp.mean(_ssim(noisy, clean))) if with_ssim else None, "acc": None}
 
 
-def _fmt(value, kind):
-    if value is None:
-        return "—"
-    return f"{100 * value:.2f}%" if kind == "acc" else f"{value:.{2 if kind == 'psnr' else 4}f}"
-
-
-def score_table(rows: dict[str, dict], sigmas) -> str:
-    """Markdown: one row per name, "PSNR / SSIM / accuracy" per sigma."""
-    head = "| model | " + " | ".join(f"σ={s} PSNR / SSIM / acc" for s in sigmas) + " |"
-    lines = [head, "|---|" + "---|" * len(sigmas)]
-    for name, by_sigma in rows.items():
-        cells = [" / ".join(_fmt(by_sigma[str(s)][k], k) for k in ("psnr", "ssim", "acc"))
-                 for s in sigmas]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def gate_table(gates_by_run: dict[str, list[float]]) -> str:
     """Markdown: one row per run, the effective gate of each level (level 0 is shallowest)."""
     levels = max(len(g) for g in gates_by_run.values())
@@ -102,8 +86,8 @@ def gate_table(gates_by_run: dict[str, list[float]]) -> str:
 def modulation_table(modulation: dict, sigma: int) -> str:
     lines = [f"| gate scale (σ={sigma}) | PSNR | SSIM | accuracy |", "|---|---|---|---|"]
     for name, s in modulation.items():
-        lines.append(f"| {name} | {_fmt(s['psnr'], 'psnr')} | {_fmt(s['ssim'], 'ssim')} | "
-                     f"{_fmt(s['acc'], 'acc')} |")
+        cells = (evaluate.format_score(s[k], k) for k in ("psnr", "ssim", "acc"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -186,7 +170,7 @@ def evaluate_multitask(model, config, workdir: str, step: int) -> str:
         f"(when both); {config.total_steps} steps of batch {config.batch_size}.",
         f"- Command: `python {' '.join(sys.argv)}`",
         "",
-        score_table({"noisy input": noisy_scores, label: scores}, ev.sigmas),
+        evaluate.score_table({"noisy input": noisy_scores, label: scores}, ev.sigmas),
         "",
     ]
     payload = {"step": step, "label": label, "row": config.get("row"), "seed": config.seed,

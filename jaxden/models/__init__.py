@@ -4,13 +4,15 @@ import ml_collections
 from flax import nnx
 
 from jaxden.models.addunet import AddUNet, AddUNetTiny
+from jaxden.models.energy import GradResNet, GradResNetTiny
 from jaxden.models.multitask import ClassifierHead, MultiTaskAddUNet
 
-MODELS = {"addunet": AddUNet, "addunet_tiny": AddUNetTiny, "addunet_mtl": MultiTaskAddUNet}
-_TUPLE_KEYS = ("kernel_sizes", "head_hidden", "tasks")  # lists after a JSON round trip
+MODELS = {"addunet": AddUNet, "addunet_tiny": AddUNetTiny, "addunet_mtl": MultiTaskAddUNet,
+          "gradresnet": GradResNet, "gradresnet_tiny": GradResNetTiny}
+_TUPLE_KEYS = ("kernel_sizes", "head_hidden", "tasks", "widths")  # lists after JSON
 
-__all__ = ["AddUNet", "AddUNetTiny", "ClassifierHead", "MODELS", "MultiTaskAddUNet",
-           "build_model"]
+__all__ = ["AddUNet", "AddUNetTiny", "ClassifierHead", "GradResNet", "GradResNetTiny", "MODELS",
+           "MultiTaskAddUNet", "build_model"]
 
 
 def build_model(model_config: ml_collections.ConfigDict, *, in_channels: int, rngs: nnx.Rngs):

@@ -178,7 +178,8 @@ class GradResNet(nnx.Module):
             raise ValueError(f"sigma must be a scalar or have shape ({batch},) (one per sample), "
                              f"got shape {sigma.shape}")
         code = jnp.log(jnp.broadcast_to(sigma, (batch,)) + SIGMA_OFFSET)
-        channel = jnp.broadcast_to(code[:, None, None, None], y.shape[:3] + (1,))
+        # an elementwise sum with y's slice keeps y's sharding (concatenate needs one sharding)
+        channel = jnp.zeros_like(y[..., :1]) + code[:, None, None, None]
         return jnp.concatenate([y, channel], axis=-1)
 
 
