@@ -75,17 +75,22 @@ def write_results(outdir: str, header: str, scores: Scores, sigmas: list[int], e
     for s in sigmas:
         parts += [f"PSNR (dB) per image, σ={s}:", "", per_image_table(scores, "psnr", s), ""]
     markdown = "\n".join(parts)
-    if jax.process_index() != 0:
-        return markdown
-    os.makedirs(outdir, exist_ok=True)
-    with open(os.path.join(outdir, "results.md"), "w") as f:
-        f.write(markdown)
     payload = {**extra, "sigmas": sigmas,
                "scores": {m: {k: {str(s): v for s, v in d.items()} for k, d in by.items()}
                           for m, by in scores.items()}}
+    save_markdown_and_json(outdir, markdown, payload)
+    return markdown
+
+
+def save_markdown_and_json(outdir: str, markdown: str, payload: dict) -> None:
+    """``outdir/results.md`` and ``outdir/results.json``, written by process 0 only."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write(markdown)
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump(payload, f, indent=2)
-    return markdown
 
 
 def save_grid(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:

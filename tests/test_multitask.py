@@ -40,9 +40,10 @@ Y = jax.random.uniform(jax.random.key(0), (3, 12, 12, 1))
 
 # ---------------------------------------------------------------------------------- model
 
+@pytest.mark.parametrize("fixed_resolution", [False, True])
 @pytest.mark.parametrize("skip", ["gated", "add", "concat", "none"])
-def test_every_skip_mode_returns_image_and_logits(skip):
-    denoised, logits = tiny_model(skip=skip)(Y)
+def test_every_skip_mode_returns_image_and_logits(skip, fixed_resolution):
+    denoised, logits = tiny_model(skip=skip, fixed_resolution=fixed_resolution)(Y)
     assert denoised.shape == Y.shape and logits.shape == (3, K)
     assert np.all(np.isfinite(denoised)) and np.all(np.isfinite(logits))
 

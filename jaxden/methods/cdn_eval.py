@@ -8,7 +8,6 @@ as —). Writes ``results.md``, ``results.json`` and ``grid.png`` in ``WORKDIR/e
 has the layout ``python -m jaxden.compare`` reads.
 """
 
-import json
 import os
 import sys
 
@@ -19,9 +18,8 @@ from flax import nnx
 
 from jaxden import evaluate, metrics
 from jaxden.methods.cdn import denoiser_fn
-from jaxden.methods.labelled import fixed_noisy, load_split
+from jaxden.methods.labelled import fixed_noisy, load_test
 
-SSIM_MIN_SIZE = 11
 _psnr, _ssim = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
 DENOISERS = ("D(y)", "D(y, true c)", "D(y, predicted c)")
 
@@ -89,9 +87,7 @@ def _grid(run, clean, labels, sigma, seed, class_names):
 def evaluate_cdn(model, config, workdir: str, step: int) -> str:
     """Evaluate on the test split; write ``workdir/eval/``; return the markdown."""
     ev = config.eval
-    test = load_split(config, "test", max_examples=ev.get("max_examples"))
-    clean, labels = jnp.asarray(test.images), jnp.asarray(test.labels)
-    with_ssim = min(clean.shape[1:3]) >= SSIM_MIN_SIZE
+    test, clean, labels, with_ssim = load_test(config)
     run, label = denoiser_fn(model, config), row_label(config)
     by_sigma, noisy_input = {}, {}
     for sigma in ev.sigmas:
@@ -132,10 +128,5 @@ def evaluate_cdn(model, config, workdir: str, step: int) -> str:
                "noisy_input": noisy_input, "num_examples": len(test),
                "params": sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))),
                "config": config.to_dict()}
-    if jax.process_index() == 0:
-        os.makedirs(outdir, exist_ok=True)
-        with open(os.path.join(outdir, "results.md"), "w") as f:
-            f.write(markdown)
-        with open(os.path.join(outdir, "results.json"), "w") as f:
-            json.dump(payload, f, indent=2)
+    evaluate.save_markdown_and_json(outdir, markdown, payload)
     return markdown

@@ -41,6 +41,17 @@ def load_split(config: ml_collections.ConfigDict, split: str,
                                labels=part.labels[:max_examples])
 
 
+SSIM_MIN_SIZE = 11  # SSIM's Gaussian window is 11x11
+
+
+def load_test(config: ml_collections.ConfigDict):
+    """(test split, clean images, labels, whether SSIM applies) for evaluation, the split cut
+    to ``config.eval.max_examples``."""
+    test = load_split(config, "test", max_examples=config.eval.get("max_examples"))
+    clean, labels = jnp.asarray(test.images), jnp.asarray(test.labels)
+    return test, clean, labels, min(clean.shape[1:3]) >= SSIM_MIN_SIZE
+
+
 def fixed_noisy(images: jax.Array, sigma: float, seed: int) -> jax.Array:
     """The noisy copy of ``images`` at ``sigma`` (0-255) used for evaluation: a function of
     (seed, sigma) only."""

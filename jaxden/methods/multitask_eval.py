@@ -10,7 +10,6 @@ mechanism to modulate fusion"): each level's gate scaled by each of
 Writes ``results.md``, ``results.json``, ``gates.png`` and ``grid.png`` in ``WORKDIR/eval``.
 """
 
-import json
 import os
 import sys
 
@@ -20,10 +19,9 @@ import numpy as np
 from flax import nnx
 
 from jaxden import evaluate, metrics
-from jaxden.methods.labelled import fixed_noisy, load_split
+from jaxden.methods.labelled import fixed_noisy, load_test
 from jaxden.methods.multitask import predict_fn, tasks
 
-SSIM_MIN_SIZE = 11  # SSIM's Gaussian window is 11x11
 _psnr, _ssim = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
 
 
@@ -145,9 +143,7 @@ def _grid(run, clean, labels, ev, class_names):
 def evaluate_multitask(model, config, workdir: str, step: int) -> str:
     """Evaluate on the test split; write ``workdir/eval/``; return the markdown."""
     ev = config.eval
-    test = load_split(config, "test", max_examples=ev.get("max_examples"))
-    clean, labels = jnp.asarray(test.images), jnp.asarray(test.labels)
-    with_ssim = min(clean.shape[1:3]) >= SSIM_MIN_SIZE
+    test, clean, labels, with_ssim = load_test(config)
     run, label = predict_fn(model), row_label(config)
     scores, noisy_scores = {}, {}
     for sigma in ev.sigmas:
@@ -194,10 +190,5 @@ def evaluate_multitask(model, config, workdir: str, step: int) -> str:
                            _grid(run, clean[:ev.grid_images], np.asarray(labels), ev,
                                  test.class_names))
     markdown = "\n".join(parts)
-    if jax.process_index() == 0:
-        os.makedirs(outdir, exist_ok=True)
-        with open(os.path.join(outdir, "results.md"), "w") as f:
-            f.write(markdown)
-        with open(os.path.join(outdir, "results.json"), "w") as f:
-            json.dump({**payload, "config": config.to_dict()}, f, indent=2)
+    evaluate.save_markdown_and_json(outdir, markdown, {**payload, "config": config.to_dict()})
     return markdown
