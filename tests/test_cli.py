@@ -49,7 +49,10 @@ def test_eval_on_a_folder_of_user_pngs(trained, tmp_path):
     Image.fromarray(skimage.data.coins()).save(folder / "coins.png")
     Image.fromarray(skimage.data.immunohistochemistry()).save(folder / "ihc.png")
     proc = run(["eval.py", "--workdir", trained, f"--config.eval.dataset=folder:{folder}",
-                "--config.eval.bm3d=False", "--config.eval.sigmas=(15,50)"])
+                "--config.eval.bm3d=False", "--config.eval.sigmas=(15,50)",
+                # a placeholder saved as null in config.json stays overridable (the same model:
+                # 3x3 kernels are the default)
+                "--config.model.kernel_sizes=(3,3)"])
     assert "σ=50" in proc.stdout and "σ=25" not in proc.stdout and "coins.png" in proc.stdout
     with open(os.path.join(trained, "eval", "results.json")) as f:
         results = json.load(f)

@@ -9,6 +9,7 @@ import os
 
 import jax
 import ml_collections
+from ml_collections import config_dict
 import orbax.checkpoint as ocp
 
 from jaxden.train.state import State
@@ -84,7 +85,7 @@ class Checkpoints:
         restored = self._manager.restore(
             step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()})
         )
-        return ml_collections.ConfigDict(_lists_to_tuples(restored[CONFIG]))
+        return ml_collections.ConfigDict(_overridable(restored[CONFIG]))
 
     def require_step(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
@@ -116,11 +117,13 @@ def _shapes_by_path(tree) -> dict[str, tuple]:
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _lists_to_tuples(tree):
-    """JSON has no tuples; configs use them (e.g. ``eval.sigmas``), and only tuples can be
-    overridden from the command line."""
+def _overridable(tree):
+    """A saved config made overridable from the command line again: JSON has no tuples
+    (configs use them, e.g. ``eval.sigmas``, and only tuples can be overridden), and a
+    placeholder saved as null comes back as an untyped placeholder, which
+    ``--config.eval.max_examples=2000`` can set (a plain None field cannot be overridden)."""
     if isinstance(tree, dict):
-        return {k: _lists_to_tuples(v) for k, v in tree.items()}
+        return {k: _overridable(v) for k, v in tree.items()}
     if isinstance(tree, list):
-        return tuple(_lists_to_tuples(v) for v in tree)
-    return tree
+        return tuple(_overridable(v) for v in tree)
+    return config_dict.placeholder(object) if tree is None else tree
