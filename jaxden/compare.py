@@ -130,14 +130,19 @@ def modulation_summary(groups: dict[str, list[dict]]) -> str:
         for name in group[0]["results"]["modulation"]:
             if name == "all gates x1":
                 continue
-            d_psnr, d_acc = ([(r["results"]["modulation"][name][k] or 0.0)
-                              - (r["results"]["modulation"]["all gates x1"][k] or 0.0)
-                              for r in group] for k in ("psnr", "acc"))
-            lines.append(f"| {name} | {np.mean(d_psnr):+.2f} | {100 * np.mean(d_acc):+.2f} |")
+            cells = []
+            for k, scale in (("psnr", 1), ("acc", 100)):
+                pairs = [(r["results"]["modulation"][name][k],
+                          r["results"]["modulation"]["all gates x1"][k]) for r in group]
+                cells.append("—" if pairs[0][0] is None else
+                             f"{scale * np.mean([a - b for a, b in pairs]):+.2f}")
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
         base = _mean_std([r["results"]["modulation"]["all gates x1"]["psnr"] for r in group])
         acc = _mean_std([r["results"]["modulation"]["all gates x1"]["acc"] for r in group])
-        parts += [f"Unmodulated: PSNR {_fmt(base, 'psnr')} dB, accuracy {_fmt(acc, 'acc')}.", "",
-                  "\n".join(lines), ""]
+        n = min(group[0]["results"]["num_examples"],
+                group[0]["results"]["config"]["eval"]["modulation_examples"])
+        parts += [f"Unmodulated, on the first {n} test images: PSNR {_fmt(base, 'psnr')} dB, "
+                  f"accuracy {_fmt(acc, 'acc')}.", "", "\n".join(lines), ""]
     return "\n".join(parts)
 
 

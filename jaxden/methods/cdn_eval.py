@@ -39,16 +39,21 @@ def row_label(config) -> str:
             "CDN denoiser-only" if tasks == ("denoise",) else "CDN classifier-only")
 
 
-def _image_scores(outputs, clean, with_ssim):
+def _image_scores(outputs, clean, with_ssim, clip=True):
+    """Mean PSNR / SSIM of the concatenated outputs; denoiser outputs are clipped to [0, 1],
+    the noisy input is not (``clip=False``), as in the other tables."""
     if not outputs:
         return {"psnr": None, "ssim": None, "acc": None}
-    out = jnp.clip(jnp.concatenate(outputs), 0.0, 1.0)
+    out = jnp.concatenate(outputs)
+    out = jnp.clip(out, 0.0, 1.0) if clip else out
     return {"psnr": float(jnp.mean(_psnr(out, clean))),
             "ssim": float(jnp.mean(_ssim(out, clean))) if with_ssim else None, "acc": None}
 
 
-def scores_at(run, clean, labels, sigma, ev, with_ssim):
-    """{denoiser name: {"psnr", "ssim", "acc"}} at one noise level (0-255)."""
+def scores_at(run, clean, labels, sigma, config, with_ssim):
+    """({denoiser name: {"psnr", "ssim", "acc"}}, noisy-input scores) at one noise level
+    (0-255); accuracy only for a model trained to classify."""
+    ev = config.eval
     noisy = fixed_noisy(clean, sigma, ev.seed)
     outputs, correct = {name: [] for name in DENOISERS}, []
     for i in range(0, len(clean), ev.batch_size):
@@ -62,8 +67,9 @@ def scores_at(run, clean, labels, sigma, ev, with_ssim):
             outputs["D(y, true c)"].append(run(y, s, c)[0])
             outputs["D(y, predicted c)"].append(run(y, s, predicted)[0])
     scores = {name: _image_scores(outs, clean, with_ssim) for name, outs in outputs.items()}
-    scores["D(y)"]["acc"] = float(jnp.mean(jnp.concatenate(correct)))
-    noisy_scores = (_image_scores([noisy], clean, with_ssim) if sigma > 0
+    if "classify" in trained_tasks(config):
+        scores["D(y)"]["acc"] = float(jnp.mean(jnp.concatenate(correct)))
+    noisy_scores = (_image_scores([noisy], clean, with_ssim, clip=False) if sigma > 0
                     else {"psnr": None, "ssim": None, "acc": None})
     return scores, noisy_scores
 
@@ -91,8 +97,8 @@ def evaluate_cdn(model, config, workdir: str, step: int) -> str:
     run, label = denoiser_fn(model, config), row_label(config)
     by_sigma, noisy_input = {}, {}
     for sigma in ev.sigmas:
-        by_sigma[str(sigma)], noisy_input[str(sigma)] = scores_at(run, clean, labels, sigma, ev,
-                                                                  with_ssim)
+        by_sigma[str(sigma)], noisy_input[str(sigma)] = scores_at(run, clean, labels, sigma,
+                                                                  config, with_ssim)
     rows = {"noisy input": noisy_input}
     rows.update({name: {s: v[name] for s, v in by_sigma.items()} for name in DENOISERS})
     lc = config.loss

@@ -112,7 +112,7 @@ def save_gate_plot(path: str, gates_by_run: dict[str, list[float]], title: str) 
 
     levels = max(len(g) for g in gates_by_run.values())
     width = 0.8 / len(gates_by_run)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * levels, 3.2))
+    fig, ax = plt.subplots(figsize=(3.6 + 1.4 * levels, 3.2))
     for i, (name, g) in enumerate(gates_by_run.items()):
         ax.bar(np.arange(len(g)) + (i - (len(gates_by_run) - 1) / 2) * width, g, width,
                label=name)
@@ -120,7 +120,7 @@ def save_gate_plot(path: str, gates_by_run: dict[str, list[float]], title: str) 
                                   for i in range(levels)], fontsize=8)
     ax.set_ylabel("effective gate softplus(β)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     evaluate.save_figure(fig, path)
 
 
