@@ -16,6 +16,7 @@ _K1, _K2 = 0.01, 0.03
 _SIGMA = 1.5
 _RADIUS = int(3.5 * _SIGMA + 0.5)  # truncate=3.5 as in skimage, radius as in scipy.ndimage
 _WIN_SIZE = 2 * _RADIUS + 1  # 11 taps
+SSIM_MIN_SIZE = _WIN_SIZE  # images smaller than this in H or W have no SSIM
 
 
 def _as_float_pair(x, y) -> tuple[jax.Array, jax.Array]:
@@ -94,3 +95,7 @@ def ssim(x: jax.Array, y: jax.Array, data_range=1.0) -> jax.Array:
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     s = s[..., _RADIUS:-_RADIUS, _RADIUS:-_RADIUS, :]
     return jnp.mean(s, axis=(-3, -2, -1))
+
+
+# One jitted copy of each for every caller: each jax.jit wrapper compiles on its own.
+psnr_jit, ssim_jit = jax.jit(psnr), jax.jit(ssim)

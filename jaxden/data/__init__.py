@@ -10,13 +10,13 @@ raise ``DataError``.
 """
 
 from jaxden.data.errors import DataError
-from jaxden.data.examples import ExampleSampler
+from jaxden.data.examples import ExampleSampler, SamplerStream
 from jaxden.data.idx import read_idx, write_idx
 from jaxden.data.labelled import LABELLED_SPEC_FORMS, LabelledImages, load_labelled
 from jaxden.data.mvtb import VAL_SCENES, scene_key
 from jaxden.data.patches import PatchSampler, dihedral
 from jaxden.data.registry import SPEC_FORMS, load_images
 
-__all__ = ["DataError", "ExampleSampler", "PatchSampler", "SPEC_FORMS", "VAL_SCENES", "dihedral", "load_images",
+__all__ = ["DataError", "ExampleSampler", "SamplerStream", "PatchSampler", "SPEC_FORMS", "VAL_SCENES", "dihedral", "load_images",
            "scene_key", "LABELLED_SPEC_FORMS", "LabelledImages", "load_labelled", "read_idx",
            "write_idx"]

@@ -32,3 +32,19 @@ class ExampleSampler:
             flipped = transforms >= 4  # half of the 8 seeded transforms are flips
             images[flipped] = images[flipped, :, ::-1]
         return {"image": images, "label": self.examples.labels[rows]}
+
+
+class SamplerStream:
+    """The trainer's ``BatchSource`` over a ``PatchSampler`` or an ``ExampleSampler``: this
+    process's rows of global batch ``step``, as a dict (a sampler's array goes under
+    ``field``)."""
+
+    def __init__(self, sampler, batch_size: int, process_index: int, process_count: int,
+                 field: str = "image"):
+        self.sampler, self.batch_size, self.field = sampler, batch_size, field
+        self.process_index, self.process_count = process_index, process_count
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        out = self.sampler.batch(step, self.batch_size, process_index=self.process_index,
+                                 process_count=self.process_count)
+        return out if isinstance(out, dict) else {self.field: out}

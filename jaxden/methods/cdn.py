@@ -37,13 +37,14 @@ import ml_collections
 from flax import nnx
 
 from jaxden import metrics, noise, tweedie
-from jaxden.methods.labelled import ExampleStream, channels, fixed_noisy, load_split
+from jaxden.methods.denoise import channels
+from jaxden.methods.labelled import fixed_noisy, load_split, train_stream
 from jaxden.models import build_model
 
 SCALES = ("eps", "none")
 DSM_WEIGHTINGS = ("mse", "score")
 SIGMA_REF = 25.0 / 255.0
-_psnr = jax.jit(metrics.psnr)
+_psnr = metrics.psnr_jit
 
 
 def sample_sigma_log_uniform(key, batch: int, sigma_min: float, sigma_max: float):
@@ -57,11 +58,15 @@ def num_outputs(config: ml_collections.ConfigDict) -> int:
     return config.model.num_classes + (config.log_joint_scale == "eps")
 
 
+def check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"config.log_joint_scale={scale!r}; choose one of {SCALES}")
+
+
 def make_log_joint(model: nnx.Module, sigma: jax.Array, *, scale: str, sigma_floor: float):
     """y -> f(y) (B, K) at noise levels ``sigma`` (B,) on the [0, 1] scale (module
     docstring)."""
-    if scale not in SCALES:
-        raise ValueError(f"config.log_joint_scale={scale!r}; choose one of {SCALES}")
+    check_scale(scale)
 
     def log_joint(y):
         out = model(y, sigma)
@@ -88,11 +93,15 @@ def cdn_loss(model, clean, labels, noisy, sigma, *, loss_config, scale: str,
     versions and noise levels (B,)."""
     lc = loss_config
     log_joint = make_log_joint(model, sigma, scale=scale, sigma_floor=sigma_floor)
+
+    def dsm(denoised):  # mean_b w(sigma_b) ||D_b - x_b||^2, summed over pixels
+        per_image = jnp.sum((denoised - clean) ** 2, axis=(1, 2, 3))
+        return jnp.mean(dsm_weights(lc.dsm_weighting, sigma) * per_image)
+
     out, loss = {}, 0.0
     if lc.dsm_weight > 0:
         denoised, log_probs = tweedie.denoise_and_classify(log_joint, noisy, sigma)
-        per_image = jnp.sum((denoised - clean) ** 2, axis=(1, 2, 3))
-        out["loss_dsm"] = jnp.mean(dsm_weights(lc.dsm_weighting, sigma) * per_image)
+        out["loss_dsm"] = dsm(denoised)
         mse = jnp.mean((jnp.clip(denoised, 0.0, 1.0) - clean) ** 2)
         out["train_psnr"] = -10.0 * jnp.log10(mse)
         loss = lc.dsm_weight * out["loss_dsm"]
@@ -102,9 +111,7 @@ def cdn_loss(model, clean, labels, noisy, sigma, *, loss_config, scale: str,
     out["train_acc"] = jnp.mean(jnp.argmax(log_probs, -1) == labels)
     loss = loss + lc.ce_weight * out["loss_ce"]
     if lc.conditional_dsm_weight > 0:
-        conditional = tweedie.denoise(log_joint, noisy, sigma, labels)
-        per_image = jnp.sum((conditional - clean) ** 2, axis=(1, 2, 3))
-        out["loss_dsm_conditional"] = jnp.mean(dsm_weights(lc.dsm_weighting, sigma) * per_image)
+        out["loss_dsm_conditional"] = dsm(tweedie.denoise(log_joint, noisy, sigma, labels))
         loss = loss + lc.conditional_dsm_weight * out["loss_dsm_conditional"]
     return loss, out
 
@@ -134,7 +141,7 @@ class ClassificationDenoising:
                            rngs=nnx.Rngs(config.seed))
 
     def train_data(self, config, process_index, process_count):
-        return ExampleStream.from_config(config, process_index, process_count)
+        return train_stream(config, process_index, process_count)
 
     def make_loss(self, config):
         lo, hi = config.noise.sigma_min / 255.0, config.noise.sigma_max / 255.0
@@ -143,7 +150,7 @@ class ClassificationDenoising:
                              f"noise levels, got {config.noise.sigma_min} and "
                              f"{config.noise.sigma_max}")
         dsm_weights(config.loss.dsm_weighting, jnp.ones(()))  # validate names early
-        make_log_joint(None, None, scale=config.log_joint_scale, sigma_floor=lo)
+        check_scale(config.log_joint_scale)
 
         def loss_fn(model, batch, key):
             clean = batch["image"]

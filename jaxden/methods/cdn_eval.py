@@ -18,9 +18,9 @@ from flax import nnx
 
 from jaxden import evaluate, metrics
 from jaxden.methods.cdn import denoiser_fn
-from jaxden.methods.labelled import fixed_noisy, load_test
+from jaxden.methods.labelled import fixed_noisy, load_test, noisy_input_scores
 
-_psnr, _ssim = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
+_psnr, _ssim = metrics.psnr_jit, metrics.ssim_jit
 DENOISERS = ("D(y)", "D(y, true c)", "D(y, predicted c)")
 
 
@@ -39,13 +39,11 @@ def row_label(config) -> str:
             "CDN denoiser-only" if tasks == ("denoise",) else "CDN classifier-only")
 
 
-def _image_scores(outputs, clean, with_ssim, clip=True):
-    """Mean PSNR / SSIM of the concatenated outputs; denoiser outputs are clipped to [0, 1],
-    the noisy input is not (``clip=False``), as in the other tables."""
+def _image_scores(outputs, clean, with_ssim):
+    """Mean PSNR / SSIM of the concatenated denoiser outputs, clipped to [0, 1]."""
     if not outputs:
         return {"psnr": None, "ssim": None, "acc": None}
-    out = jnp.concatenate(outputs)
-    out = jnp.clip(out, 0.0, 1.0) if clip else out
+    out = jnp.clip(jnp.concatenate(outputs), 0.0, 1.0)
     return {"psnr": float(jnp.mean(_psnr(out, clean))),
             "ssim": float(jnp.mean(_ssim(out, clean))) if with_ssim else None, "acc": None}
 
@@ -69,8 +67,7 @@ def scores_at(run, clean, labels, sigma, config, with_ssim):
     scores = {name: _image_scores(outs, clean, with_ssim) for name, outs in outputs.items()}
     if "classify" in trained_tasks(config):
         scores["D(y)"]["acc"] = float(jnp.mean(jnp.concatenate(correct)))
-    noisy_scores = (_image_scores([noisy], clean, with_ssim, clip=False) if sigma > 0
-                    else {"psnr": None, "ssim": None, "acc": None})
+    noisy_scores = noisy_input_scores(clean, noisy, sigma, with_ssim)
     return scores, noisy_scores
 
 

@@ -21,7 +21,7 @@ from jaxden import baselines, data, evaluate, metrics, noise
 from jaxden.models import build_model
 
 LOSSES = ("mse", "l1")
-_psnr, _ssim = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
+_psnr, _ssim = metrics.psnr_jit, metrics.ssim_jit
 
 
 def channels(config: ml_collections.ConfigDict) -> int:
@@ -33,20 +33,6 @@ def apply_fn(model: nnx.Module):
     graphdef, state = nnx.split(model)
     run = jax.jit(lambda state, y: nnx.merge(graphdef, state)(y))
     return functools.partial(run, state)
-
-
-class PatchStream:
-    """Clean training patches as a pure function of the step (see ``data.PatchSampler``)."""
-
-    def __init__(self, sampler: data.PatchSampler, batch_size: int, process_index: int,
-                 process_count: int):
-        self.sampler, self.batch_size = sampler, batch_size
-        self.process_index, self.process_count = process_index, process_count
-
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        return {"image": self.sampler.batch(step, self.batch_size,
-                                            process_index=self.process_index,
-                                            process_count=self.process_count)}
 
 
 def reconstruction_loss(kind: str, denoised: jax.Array, clean: jax.Array) -> jax.Array:
@@ -72,7 +58,7 @@ class Denoise:
     def train_data(self, config, process_index, process_count):
         sampler = self._sampler(config, config.data.train, config.data.patches_per_image,
                                 config.seed, config.data.augment)
-        return PatchStream(sampler, config.batch_size, process_index, process_count)
+        return data.SamplerStream(sampler, config.batch_size, process_index, process_count)
 
     def make_loss(self, config):
         lo, hi = config.noise.sigma_min / 255.0, config.noise.sigma_max / 255.0

@@ -8,11 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxden import data, noise
-
-
-def channels(config: ml_collections.ConfigDict) -> int:
-    return 1 if config.data.grayscale else 3
+from jaxden import data, metrics, noise
 
 
 def load_split(config: ml_collections.ConfigDict, split: str,
@@ -41,15 +37,12 @@ def load_split(config: ml_collections.ConfigDict, split: str,
                                labels=part.labels[:max_examples])
 
 
-SSIM_MIN_SIZE = 11  # SSIM's Gaussian window is 11x11
-
-
 def load_test(config: ml_collections.ConfigDict):
     """(test split, clean images, labels, whether SSIM applies) for evaluation, the split cut
     to ``config.eval.max_examples``."""
     test = load_split(config, "test", max_examples=config.eval.get("max_examples"))
     clean, labels = jnp.asarray(test.images), jnp.asarray(test.labels)
-    return test, clean, labels, min(clean.shape[1:3]) >= SSIM_MIN_SIZE
+    return test, clean, labels, min(clean.shape[1:3]) >= metrics.SSIM_MIN_SIZE
 
 
 def fixed_noisy(images: jax.Array, sigma: float, seed: int) -> jax.Array:
@@ -59,21 +52,20 @@ def fixed_noisy(images: jax.Array, sigma: float, seed: int) -> jax.Array:
     return noise.gaussian(key, jnp.asarray(images), sigma / 255.0)
 
 
-class ExampleStream:
-    """The trainer's ``BatchSource`` over an ``ExampleSampler``: this process's rows."""
+def noisy_input_scores(clean: jax.Array, noisy: jax.Array, sigma: float,
+                       with_ssim: bool) -> dict:
+    """{"psnr", "ssim", "acc": None} of the noisy input itself, not clipped; all None at
+    sigma 0, where the input is the clean image (PSNR infinite)."""
+    if sigma == 0:
+        return {"psnr": None, "ssim": None, "acc": None}
+    return {"psnr": float(jnp.mean(metrics.psnr_jit(noisy, clean))),
+            "ssim": float(jnp.mean(metrics.ssim_jit(noisy, clean))) if with_ssim else None,
+            "acc": None}
 
-    def __init__(self, sampler: data.ExampleSampler, batch_size: int, process_index: int,
-                 process_count: int):
-        self.sampler, self.batch_size = sampler, batch_size
-        self.process_index, self.process_count = process_index, process_count
 
-    def batch(self, step: int):
-        return self.sampler.batch(step, self.batch_size, process_index=self.process_index,
-                                  process_count=self.process_count)
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, process_index: int,
-                    process_count: int) -> "ExampleStream":
-        sampler = data.ExampleSampler(load_split(config, "train"), seed=config.seed,
-                                      flip=config.data.flip)
-        return cls(sampler, config.batch_size, process_index, process_count)
+def train_stream(config: ml_collections.ConfigDict, process_index: int,
+                 process_count: int) -> data.SamplerStream:
+    """This process's share of the resumable stream over the "train" split."""
+    sampler = data.ExampleSampler(load_split(config, "train"), seed=config.seed,
+                                  flip=config.data.flip)
+    return data.SamplerStream(sampler, config.batch_size, process_index, process_count)

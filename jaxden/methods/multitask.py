@@ -23,11 +23,11 @@ import optax
 from flax import nnx
 
 from jaxden import metrics, noise
-from jaxden.methods.denoise import reconstruction_loss
-from jaxden.methods.labelled import ExampleStream, channels, fixed_noisy, load_split
+from jaxden.methods.denoise import channels, reconstruction_loss
+from jaxden.methods.labelled import fixed_noisy, load_split, train_stream
 from jaxden.models import build_model
 
-_psnr = jax.jit(metrics.psnr)
+_psnr = metrics.psnr_jit
 
 
 def tasks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -65,7 +65,7 @@ class MultiTask:
                            rngs=nnx.Rngs(config.seed))
 
     def train_data(self, config, process_index, process_count):
-        return ExampleStream.from_config(config, process_index, process_count)
+        return train_stream(config, process_index, process_count)
 
     def make_loss(self, config):
         lo, hi = config.noise.sigma_min / 255.0, config.noise.sigma_max / 255.0

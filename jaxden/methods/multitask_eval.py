@@ -19,10 +19,10 @@ import numpy as np
 from flax import nnx
 
 from jaxden import evaluate, metrics
-from jaxden.methods.labelled import fixed_noisy, load_test
+from jaxden.methods.labelled import fixed_noisy, load_test, noisy_input_scores
 from jaxden.methods.multitask import predict_fn, tasks
 
-_psnr, _ssim = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
+_psnr, _ssim = metrics.psnr_jit, metrics.ssim_jit
 
 
 def row_label(config) -> str:
@@ -30,7 +30,7 @@ def row_label(config) -> str:
     m, t = config.model, tasks(config)
     kind = "MTL" if len(t) == 2 else "single-task" if t == ("denoise",) else "classifier-only"
     parts = [kind] if kind == "classifier-only" else [kind, m.skip]
-    if "classify" in tasks(config):
+    if "classify" in t:
         if not tuple(m.head_hidden):
             parts.append("linear probe")
         if m.head_tap == "decoder":
@@ -61,14 +61,6 @@ def _scores(run, clean, labels, noisy, batch_size, gate_scale=None, with_ssim=Tr
         return float(jnp.mean(jnp.concatenate(parts))) if parts else None
 
     return {"psnr": mean(psnr), "ssim": mean(ssim), "acc": mean(correct)}
-
-
-def _noisy_input_scores(clean, noisy, with_ssim):
-    """PSNR / SSIM of the noisy input itself (None at sigma 0, where PSNR is infinite)."""
-    if np.array_equal(np.asarray(clean), np.asarray(noisy)):
-        return {"psnr": None, "ssim": None, "acc": None}
-    return {"psnr": float(jnp.mean(_psnr(noisy, clean))),
-            "ssim": float(jnp.mean(_ssim(noisy, clean))) if with_ssim else None, "acc": None}
 
 
 def gate_table(gates_by_run: dict[str, list[float]]) -> str:
@@ -149,7 +141,7 @@ def evaluate_multitask(model, config, workdir: str, step: int) -> str:
     for sigma in ev.sigmas:
         noisy = fixed_noisy(clean, sigma, ev.seed)
         scores[str(sigma)] = _scores(run, clean, labels, noisy, ev.batch_size, None, with_ssim)
-        noisy_scores[str(sigma)] = _noisy_input_scores(clean, noisy, with_ssim)
+        noisy_scores[str(sigma)] = noisy_input_scores(clean, noisy, sigma, with_ssim)
 
     outdir = os.path.join(workdir, "eval")
     parts = [
