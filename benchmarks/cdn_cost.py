@@ -8,6 +8,8 @@ Prints two ratios of median wall times, each pair timed in alternation in one pr
 - DSM training step / CE-only training step: the jitted update of the joint loss (CE + DSM,
   a double backprop) against the same update with the DSM weight 0 (the classifier row).
   Target <= 2.5.
+Also the DSM step with XLA's own strided convolutions (``model.conv_impl="xla"``) against the
+configured one (``"auto"``: im2col matmuls on CPU; see ``jaxden.models.conv``).
 """
 
 import argparse
@@ -98,8 +100,11 @@ def main() -> None:
     batch = {"image": clean, "label": jnp.arange(args.batch) % config.model.num_classes}
     ce_config = config.copy_and_resolve_references()
     ce_config.loss.dsm_weight = 0.0
+    xla_config = config.copy_and_resolve_references()
+    xla_config.model.conv_impl = "xla"
     steps = {}
-    for name, c in (("ce_step", ce_config), ("dsm_step", config)):
+    for name, c in (("ce_step", ce_config), ("dsm_step", config),
+                    ("dsm_step_xla_conv", xla_config)):
         graphdef_t, train_state = init_state(method.build_model(c), tx)
         update = _update_fn(graphdef_t, method.make_loss(c), tx)
         steps[name] = (update, train_state)
@@ -115,6 +120,10 @@ def main() -> None:
     print(f"CE-only step {1e3 * training['ce_step']:.2f} ms, CE + DSM step "
           f"{1e3 * training['dsm_step']:.2f} ms: ratio "
           f"{training['dsm_step'] / training['ce_step']:.2f} (target <= 2.5)")
+    print(f"CE + DSM step with conv_impl={config.model.conv_impl!r} "
+          f"{1e3 * training['dsm_step']:.2f} ms, with 'xla' "
+          f"{1e3 * training['dsm_step_xla_conv']:.2f} ms: ratio "
+          f"{training['dsm_step_xla_conv'] / training['dsm_step']:.2f}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxden.models.conv import conv_function
+
 SIGMA_OFFSET = 1e-3  # the sigma channel holds log(sigma + SIGMA_OFFSET)
 GROUPNORM_EPSILON = 1e-5
 
@@ -46,15 +48,15 @@ class PreActBlock(nnx.Module):
     block maps H x W to ceil(H / 2) x ceil(W / 2).
     """
 
-    def __init__(self, in_features, features, stride, groups, *, rngs):
+    def __init__(self, in_features, features, stride, groups, *, conv, rngs):
         self.norm1 = _group_norm(in_features, groups, rngs)
         self.conv1 = nnx.Conv(in_features, features, (3, 3), strides=stride, padding="SAME",
-                              rngs=rngs)
+                              conv_general_dilated=conv, rngs=rngs)
         self.norm2 = _group_norm(features, groups, rngs)
         self.conv2 = nnx.Conv(features, features, (3, 3), padding="SAME", rngs=rngs)
         if stride != 1 or in_features != features:
             self.shortcut = nnx.Conv(in_features, features, (1, 1), strides=stride,
-                                     padding="SAME", rngs=rngs)
+                                     padding="SAME", conv_general_dilated=conv, rngs=rngs)
         else:
             self.shortcut = None
 
@@ -97,6 +99,9 @@ class GradResNet(nnx.Module):
       blocks_per_stage: residual blocks in every stage.
       groups: GroupNorm groups; a norm over `features` channels uses gcd(features, groups).
       sigma_conditioning: add the log(sigma + 1e-3) input channel (then `sigma` is required).
+      conv_impl: how the stride-2 convolutions run: "xla", "matmul" (im2col matrix products,
+        much faster for the double backprop on XLA:CPU; `jaxden.models.conv`) or "auto"
+        (matmul on CPU, XLA elsewhere). The same parameters and function either way.
       rngs: the `nnx.Rngs` for parameter initialisation.
     """
 
@@ -109,6 +114,7 @@ class GradResNet(nnx.Module):
         blocks_per_stage=2,
         groups=8,
         sigma_conditioning=False,
+        conv_impl="auto",
         rngs: nnx.Rngs,
     ):
         for name, value in [("in_channels", in_channels), ("num_classes", num_classes),
@@ -123,6 +129,7 @@ class GradResNet(nnx.Module):
         if not isinstance(sigma_conditioning, bool):
             raise ValueError(f"sigma_conditioning must be a bool, got {sigma_conditioning!r}")
 
+        conv = conv_function(conv_impl)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.widths = widths
@@ -134,7 +141,7 @@ class GradResNet(nnx.Module):
             in_features = widths[max(s - 1, 0)]
             stages.append(nnx.List(
                 PreActBlock(in_features if b == 0 else width, width,
-                            2 if (s > 0 and b == 0) else 1, groups, rngs=rngs)
+                            2 if (s > 0 and b == 0) else 1, groups, conv=conv, rngs=rngs)
                 for b in range(blocks_per_stage)))
         self.stages = nnx.List(stages)
         self.readout_norms = nnx.List(_group_norm(width, groups, rngs) for width in widths)

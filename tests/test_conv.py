@@ -1,0 +1,102 @@
+"""jaxden.models.conv: strided convolutions as im2col matmuls equal XLA's convolutions in
+value, gradient and second-order gradient (float64 oracle: lax.conv_general_dilated), and a
+GradResNet gives the same scores and DSM-style double-backprop gradients with either."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+
+from jaxden.models.conv import conv_function, conv_strided_as_matmul
+from jaxden.models.energy import GradResNetTiny
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _xla(x, w, strides, padding):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+
+def _matmul(x, w, strides, padding):
+    return conv_strided_as_matmul(x, w, strides, padding, dimension_numbers=NHWC)
+
+
+def _second_order(conv, x, w, strides, padding):
+    """d/dw of ||d/dx <conv(x, w), u>||^2: the double backprop of score matching."""
+    u = jnp.cos(jnp.arange(conv(x, w, strides, padding).size)).reshape(
+        conv(x, w, strides, padding).shape)
+
+    def input_grad(w, x):
+        return jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w, strides, padding)) * u))(x)
+
+    return jax.grad(lambda w: jnp.sum(input_grad(w, x) ** 2))(w)
+
+
+@pytest.mark.parametrize("hw,kernel,padding,strides", [
+    ((28, 28), 3, "SAME", (2, 2)),  # GradResNet's downsampling conv on Fashion-MNIST
+    ((7, 7), 1, "SAME", (2, 2)),  # its 1x1 shortcut, odd size
+    ((13, 10), 3, "VALID", (2, 2)),
+    ((13, 10), 3, ((1, 2), (0, 1)), (2, 1)),
+    ((8, 9), 1, ((0, 1), (1, 0)), (3, 2)),
+])
+def test_matches_xla_to_second_order(hw, kernel, padding, strides):
+    with jax.enable_x64():
+        x = jax.random.normal(jax.random.key(0), (2, *hw, 3), jnp.float64)
+        w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5), jnp.float64)
+        np.testing.assert_allclose(_matmul(x, w, strides, padding),
+                                   _xla(x, w, strides, padding), rtol=0, atol=1e-12)
+        g_ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(_xla(x, w, strides, padding))),
+                         argnums=(0, 1))(x, w)
+        g = jax.grad(lambda x, w: jnp.sum(jnp.sin(_matmul(x, w, strides, padding))),
+                     argnums=(0, 1))(x, w)
+        for a, b in zip(g, g_ref):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(_second_order(_matmul, x, w, strides, padding),
+                                   _second_order(_xla, x, w, strides, padding),
+                                   rtol=1e-11, atol=1e-10)
+
+
+def test_unit_stride_and_other_layouts_go_to_xla():
+    x = jnp.ones((1, 6, 6, 2))
+    w = jnp.ones((3, 3, 2, 4))
+    np.testing.assert_array_equal(_matmul(x, w, (1, 1), "SAME"), _xla(x, w, (1, 1), "SAME"))
+    nchw = ("NCHW", "OIHW", "NCHW")
+    xc, wc = jnp.transpose(x, (0, 3, 1, 2)), jnp.transpose(w, (3, 2, 0, 1))
+    np.testing.assert_array_equal(
+        conv_strided_as_matmul(xc, wc, (2, 2), "SAME", dimension_numbers=nchw),
+        lax.conv_general_dilated(xc, wc, (2, 2), "SAME", dimension_numbers=nchw))
+
+
+def test_conv_function_names():
+    assert conv_function("xla") is lax.conv_general_dilated
+    assert conv_function("matmul") is conv_strided_as_matmul
+    expected = conv_strided_as_matmul if jax.default_backend() == "cpu" else (
+        lax.conv_general_dilated)
+    assert conv_function("auto") is expected
+    with pytest.raises(ValueError, match="conv_impl='im2col'.*choose one of"):
+        conv_function("im2col")
+
+
+def test_gradresnet_same_function_either_way():
+    """Same parameters (the kernels are HWIO either way), same f, same double-backprop
+    gradient in the parameters."""
+    with jax.enable_x64():
+        models = [GradResNetTiny(1, num_classes=3, sigma_conditioning=True, conv_impl=impl,
+                                 rngs=nnx.Rngs(0)) for impl in ("xla", "matmul")]
+        y = jax.random.uniform(jax.random.key(2), (2, 11, 9, 1), jnp.float64)
+        sigma = jnp.array([0.1, 0.3])
+        outs = []
+        for model in models:
+            graphdef, params = nnx.split(model)
+            params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+
+            def dsm_like(params):
+                f = lambda y: jnp.sum(jax.nn.logsumexp(nnx.merge(graphdef, params)(y, sigma), -1))
+                return jnp.sum((y + sigma[:, None, None, None] ** 2 * jax.grad(f)(y)) ** 2)
+
+            outs.append((nnx.merge(graphdef, params)(y, sigma), jax.grad(dsm_like)(params)))
+        np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-12)
+        for a, b in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
