@@ -4,15 +4,19 @@ import ml_collections
 from flax import nnx
 
 from jaxden.models.addunet import AddUNet, AddUNetTiny
+from jaxden.models.dlwnet import DLWNet, DLWNet3D, DLWNet3DTiny, DLWNetTiny
 from jaxden.models.energy import GradResNet, GradResNetTiny
 from jaxden.models.multitask import ClassifierHead, MultiTaskAddUNet
 
 MODELS = {"addunet": AddUNet, "addunet_tiny": AddUNetTiny, "addunet_mtl": MultiTaskAddUNet,
-          "gradresnet": GradResNet, "gradresnet_tiny": GradResNetTiny}
+          "gradresnet": GradResNet, "gradresnet_tiny": GradResNetTiny,
+          "dlwnet": DLWNet, "dlwnet_tiny": DLWNetTiny, "dlwnet3d": DLWNet3D,
+          "dlwnet3d_tiny": DLWNet3DTiny}
 _TUPLE_KEYS = ("kernel_sizes", "head_hidden", "tasks", "widths")  # lists after JSON
 
-__all__ = ["AddUNet", "AddUNetTiny", "ClassifierHead", "GradResNet", "GradResNetTiny", "MODELS",
-           "MultiTaskAddUNet", "build_model"]
+__all__ = ["AddUNet", "AddUNetTiny", "ClassifierHead", "DLWNet", "DLWNet3D", "DLWNet3DTiny",
+           "DLWNetTiny", "GradResNet", "GradResNetTiny", "MODELS", "MultiTaskAddUNet",
+           "build_model"]
 
 
 def build_model(model_config: ml_collections.ConfigDict, *, in_channels: int, rngs: nnx.Rngs):
