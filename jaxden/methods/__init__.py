@@ -2,9 +2,11 @@
 
 from jaxden.methods.cdn import ClassificationDenoising
 from jaxden.methods.denoise import Denoise
+from jaxden.methods.dlw import DLW
 from jaxden.methods.multitask import MultiTask
 
-METHODS = {"denoise": Denoise, "multitask": MultiTask, "cdn": ClassificationDenoising}
+METHODS = {"denoise": Denoise, "multitask": MultiTask, "cdn": ClassificationDenoising,
+           "dlw": DLW}
 
 
 def get(name: str):

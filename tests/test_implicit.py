@@ -1,0 +1,150 @@
+"""Implicit differentiation: closed-form toy problems, finite differences, long unrolling."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxden import implicit, solvers
+
+# One tiny problem per solver: (solve(y, weights, lams, **options), lams).
+SOLVERS = {
+    "tv_iso": (lambda y, w, lams, **kw: solvers.tv(y, lams[0], w, **kw), (0.05,)),
+    "tv_aniso": (lambda y, w, lams, **kw: solvers.tv(y, lams[0], w, iso=False, **kw), (0.05,)),
+    "spectral_tv": (lambda y, w, lams, **kw: solvers.spectral_tv(y, lams[0], w, **kw), (0.05,)),
+    "nuclear": (lambda y, w, lams, **kw: solvers.nuclear(y, lams[0], w, **kw), (0.3,)),
+    "lrtv": (lambda y, w, lams, **kw: solvers.lrtv(y, lams[0], lams[1], w, **kw), (0.05, 0.3)),
+}
+TOL = 1e-12
+
+
+def _problem(seed=0, shape=(6, 5, 3)):
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 1, shape[0])[:, None, None] * np.array([1.0, 0.8, 0.5])
+    y = ramp + 0.1 * rng.standard_normal(shape)
+    w = np.exp(0.3 * rng.standard_normal(shape))
+    c = rng.standard_normal(shape)
+    return y, w, c
+
+
+@functools.cache
+def _loss_and_grad(name, mode, max_iter):
+    """Jitted (loss, grads) of loss = sum(c * x*(y, w, lams)), shared across tests."""
+    solve = SOLVERS[name][0]
+
+    def loss(y, w, lams, c):
+        x, info = solve(y, w, lams, tol=TOL, max_iter=max_iter, mode=mode, linear_tol=1e-13)
+        return jnp.sum(c * x), info
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_implicit_gradient_matches_central_differences(name):
+    with jax.enable_x64(True):
+        y, w, c = _problem()
+        lams = tuple(jnp.float64(v) for v in SOLVERS[name][1])
+        fn = _loss_and_grad(name, "implicit", 20000)
+        (_, info), grads = fn(y, w, lams, c)
+        assert float(info.residual) <= TOL and int(info.iterations) < 20000
+        rng = np.random.default_rng(1)
+        h = 1e-5
+        errors = {}
+        for arg in range(3):
+            direction = [np.zeros_like(y), np.zeros_like(w), np.zeros(len(lams))]
+            direction[arg] = rng.standard_normal(direction[arg].shape)
+
+            def shifted(s, direction=direction):
+                new_lams = tuple(v + s * d for v, d in zip(lams, direction[2]))
+                return fn(y + s * direction[0], w + s * direction[1], new_lams, c)[0][0]
+
+            fd = (shifted(h) - shifted(-h)) / (2 * h)
+            ad = sum(jnp.vdot(g, jnp.asarray(d)) for g, d in
+                     zip((grads[0], grads[1], jnp.stack(grads[2])), direction))
+            errors[arg] = float(abs(ad - fd) / max(abs(fd), 1e-8))
+        print(name, "relative FD error (y, weights, lams):", errors)
+        assert max(errors.values()) < 1e-5, errors
+
+
+@pytest.mark.parametrize("name", ["tv_iso", "lrtv"])
+def test_implicit_matches_long_unrolling(name):
+    with jax.enable_x64(True):
+        y, w, c = _problem(seed=2)
+        lams = tuple(jnp.float64(v) for v in SOLVERS[name][1])
+        (_, info), g_implicit = _loss_and_grad(name, "implicit", 20000)(y, w, lams, c)
+        (_, info_u), g_unrolled = _loss_and_grad(name, "unrolled", 4000)(y, w, lams, c)
+        assert int(info_u.iterations) == 4000
+        print(name, "implicit iterations", int(info.iterations), "unrolled residual",
+              float(info_u.residual))
+        chex.assert_trees_all_close(g_implicit, g_unrolled, atol=1e-8, rtol=1e-7)
+
+
+def _contraction_step(z, params):
+    return params["a"] @ z + params["b"]
+
+
+def test_linear_contraction_is_exact():
+    """z* = (I - A)^{-1} b; d/db of c.z* = (I - A)^{-T} c, d/dA = outer((I - A)^{-T} c, z*)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((5, 5))
+        a *= 0.7 / np.linalg.norm(a, 2)
+        b, c = rng.standard_normal(5), rng.standard_normal(5)
+
+        def loss(params):
+            z, info = implicit.fixed_point(
+                _contraction_step, jnp.zeros(5), params, tol=1e-14, max_iter=500,
+                linear_tol=1e-14,
+            )
+            return jnp.dot(c, z), (z, info)
+
+        grads, (z, info) = jax.jit(jax.grad(loss, has_aux=True))({"a": a, "b": b})
+        z_exact = np.linalg.solve(np.eye(5) - a, b)
+        u = np.linalg.solve((np.eye(5) - a).T, c)
+        np.testing.assert_allclose(z, z_exact, atol=1e-12)
+        np.testing.assert_allclose(grads["b"], u, atol=1e-10)
+        np.testing.assert_allclose(grads["a"], np.outer(u, z_exact), atol=1e-10)
+        assert float(info.residual) <= 1e-14 and 0 < int(info.iterations) < 500
+
+
+def test_ridge_regression_gradient_wrt_regulariser():
+    """Gradient descent on ridge: z* = (X^T X + alpha I)^{-1} X^T t; closed-form d/dalpha."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        x, t = rng.standard_normal((8, 4)), rng.standard_normal(8)
+        eta = 1.0 / (np.linalg.norm(x, 2) ** 2 + 1.0)
+
+        def step(z, params):
+            return z - eta * (x.T @ (x @ z - params["t"]) + params["alpha"] * z)
+
+        def loss(alpha, mode):
+            z, _ = implicit.fixed_point(
+                step, jnp.zeros(4), {"alpha": alpha, "t": t}, tol=1e-14, max_iter=5000,
+                mode=mode, linear_solver="bicgstab", linear_tol=1e-14,
+            )
+            return jnp.sum(z**2)
+
+        alpha = 0.5
+        hessian = x.T @ x + alpha * np.eye(4)
+        z_star = np.linalg.solve(hessian, x.T @ t)
+        exact = -2 * z_star @ np.linalg.solve(hessian, z_star)  # d|z|^2/dalpha
+        g = jax.jit(jax.grad(functools.partial(loss, mode="implicit")))(alpha)
+        assert abs(float(g) - exact) < 1e-10
+        g_unrolled = jax.jit(jax.grad(functools.partial(loss, mode="unrolled")))(alpha)
+        assert abs(float(g_unrolled) - exact) < 1e-8
+
+
+def test_initial_point_gets_zero_gradient_and_bad_arguments_raise():
+    params = {"a": 0.5 * jnp.eye(2), "b": jnp.ones(2)}
+
+    def loss(z0):
+        return jnp.sum(implicit.fixed_point(_contraction_step, z0, params, tol=1e-6)[0])
+
+    np.testing.assert_array_equal(jax.grad(loss)(jnp.ones(2)), 0.0)
+    with pytest.raises(ValueError, match="mode"):
+        implicit.fixed_point(_contraction_step, jnp.ones(2), params, mode="adjoint")
+    with pytest.raises(ValueError, match="linear_solver"):
+        implicit.fixed_point(_contraction_step, jnp.ones(2), params, linear_solver="cg")
