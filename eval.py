@@ -1,8 +1,11 @@
 """Evaluate the latest checkpoint of a run; the run's saved config is the default config.
 
     python eval.py --workdir runs/quick [--config.eval.crop=0 --config.eval.sigmas='(15,25,50)']
+    python eval.py --workdir runs/cdn/joint --robustness configs/robustness.py:quick
 
-Writes WORKDIR/eval/results.md, results.json and grid.png, and prints the table.
+Writes WORKDIR/eval/results.md, results.json and grid.png, and prints the table. With
+--robustness: robust accuracy under adversarial attacks instead (``jaxden.robustness``), in
+WORKDIR/eval/robustness/.
 """
 
 import sys
@@ -18,6 +21,9 @@ cli.quiet_logs()
 _CONFIG = config_flags.DEFINE_config_dict(
     "config", saved_config(cli.peek_flag(sys.argv, "workdir")),
     "Overrides of the run's saved config, e.g. --config.eval.crop=0.")
+_ROBUSTNESS = config_flags.DEFINE_config_file(
+    "robustness", None, "A robustness config (configs/robustness.py:VARIANT): evaluate robust "
+    "accuracy under attacks instead; override with --robustness.steps=50.")
 
 
 def main(argv):
@@ -26,6 +32,12 @@ def main(argv):
     from jaxden.experiment import evaluate
 
     config = _CONFIG.value
+    if _ROBUSTNESS.value is not None:
+        from jaxden.robustness import evaluate_robustness
+
+        print(cli.run_reporting_errors(
+            lambda: evaluate_robustness(cli.workdir(), _ROBUSTNESS.value)))
+        return
     print(cli.run_reporting_errors(lambda: evaluate(cli.workdir(), config or None)))
 
 
