@@ -14,7 +14,7 @@ import ml_collections
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.baselines = "runs/cdn/classifier,runs/mtl/mtl_s0"
+    c.baselines = "runs/cdn/clean_classifier,runs/cdn/classifier,runs/mtl/mtl_s0"
     c.max_examples = 500
     c.batch_size = 250
     c.linf = (1, 2, 4, 8)  # x 1/255
@@ -28,6 +28,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.pipeline_sigma = 25.0  # denoise at this sigma, then classify; 0: no pipeline row
     c.identity_images = 4  # test images for the denoiser-difference identity; 0: skip
     c.identity_sigma = 25.0
+    c.out_dir = ""  # "": WORKDIR/eval/robustness
     if variant == "default":
         c.max_examples = None
         c.steps = 50

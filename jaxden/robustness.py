@@ -7,7 +7,8 @@ classifier is more robust than a plain one, and grad_y log p(c|y) = (D(y, c) - D
 evaluates the run in ``--workdir`` and the runs named in ``robustness.baselines`` on the same
 test images, and writes ``WORKDIR/eval/robustness/``: ``results.md`` / ``results.json`` (robust
 accuracy per budget, clean accuracy beside), ``accuracy.png`` (accuracy against budget) and,
-for a classification-denoising run, ``adversarial_gradients.png`` with the identity's error.
+for a classification-denoising run, ``adversarial_gradients.png`` with the identity's error
+(``robustness.out_dir`` to write elsewhere).
 
 Which classifiers a run gives (``classifiers``):
 - ``cdn`` runs that classify: the energy classifier softmax_c f_c(x) told the noise level
@@ -90,12 +91,15 @@ def classifiers(workdir: str, rc: ml_collections.ConfigDict) -> tuple[list[Entry
     def energy(s, x):
         return log_joint(s, sigma)(x)
 
-    rows = [Entry(f"{row_label(config)}: energy classifier", energy, state)]
+    label = row_label(config)
+    if tasks == ("classify",):  # name what it was trained on: clean or noisy inputs
+        label += " (clean inputs)" if config.noise.sigma_max < 1 else " (noisy inputs)"
+    rows = [Entry(f"{label}: energy classifier" if "denoise" in tasks else label, energy, state)]
     if "denoise" in tasks and rc.pipeline_sigma > 0:
         def denoise(s, x):
             return tweedie.denoise(log_joint(s, sigma_d), x, sigma_d)
 
-        rows.append(Entry(f"{row_label(config)}: D(x) at σ={rc.pipeline_sigma:g} → classifier",
+        rows.append(Entry(f"{label}: D(x) at σ={rc.pipeline_sigma:g} → classifier",
                           attacks.denoise_then_classify(denoise, energy), (state, state)))
     return rows, config
 
@@ -253,7 +257,7 @@ def _evaluate(workdir: str, rc: ml_collections.ConfigDict) -> str:
     test = load_split(config, "test", max_examples=rc.max_examples)
     clean, labels = jnp.asarray(test.images), jnp.asarray(test.labels)
     results = {entry.label: _accuracies(entry, clean, labels, rc) for entry in entries}
-    out_dir = os.path.join(workdir, "eval", "robustness")
+    out_dir = rc.out_dir or os.path.join(workdir, "eval", "robustness")
     if jax.process_index() == 0:
         _plot(results, rc, os.path.join(out_dir, "accuracy.png"))
     lines = [f"# Robust accuracy: {test.name}, first {len(clean)} test images",

@@ -30,3 +30,33 @@ def test_unknown_variant_and_method_are_named():
         addunet_denoise.get_config("huge")
     with pytest.raises(ValueError, match="denoise"):
         methods.get("denoize")
+
+
+def _every_variant():
+    from configs import addunet_mtl, cdn, dlw
+
+    for module in (addunet_mtl, cdn, dlw):
+        rows = getattr(module, "ROWS", {"": None})
+        for variant in ("default", "quick", "tiny"):
+            for row in rows:
+                yield module, f"{variant},{row}" if row else variant
+
+
+@pytest.mark.parametrize("module,arg", list(_every_variant()),
+                         ids=lambda v: v if isinstance(v, str) else v.__name__)
+def test_every_method_variant_builds(module, arg):
+    config = module.get_config(arg)
+    method = methods.get(config.method)
+    model = nnx.eval_shape(lambda: method.build_model(config))
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) > 0
+    make_optimizer(config.optimizer, config.total_steps)
+
+
+def test_robustness_variants():
+    from configs import robustness
+
+    for variant in ("default", "quick", "tiny"):
+        rc = robustness.get_config(variant)
+        assert rc.steps > 0 and rc.linf and rc.l2
+    with pytest.raises(ValueError, match="quick, default or tiny"):
+        robustness.get_config("huge")

@@ -95,6 +95,15 @@ def _conv(in_features, out_features, kernel_size, rngs):
 class _WeightNet(nnx.Module):
     """Shared validation and the raw -> W step of the two weight networks."""
 
+    def _set_common(self, in_channels, depth, features, normalization):
+        _check_positive_int("in_channels", in_channels)
+        _check_positive_int("depth", depth, minimum=2)
+        _check_positive_int("features", features)
+        _check_normalization(normalization)
+        self.in_channels = in_channels
+        self.depth = depth
+        self.normalization = normalization
+
     def _check_input(self, y):
         chex.assert_rank(y, 4)
         if y.shape[-1] != self.in_channels:
@@ -130,13 +139,7 @@ class DLWNet(_WeightNet):
 
     def __init__(self, in_channels, *, depth=5, features=64, normalization="softmax",
                  rngs: nnx.Rngs):
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("depth", depth, minimum=2)
-        _check_positive_int("features", features)
-        _check_normalization(normalization)
-        self.in_channels = in_channels
-        self.depth = depth
-        self.normalization = normalization
+        self._set_common(in_channels, depth, features, normalization)
         widths = [in_channels] + [features] * (depth - 1) + [in_channels]
         self.convs = nnx.List(_conv(widths[i], widths[i + 1], (3, 3), rngs)
                               for i in range(depth))
@@ -180,13 +183,7 @@ class DLWNet3D(_WeightNet):
 
     def __init__(self, in_channels, *, depth=4, features=64, normalization="softmax",
                  rngs: nnx.Rngs):
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("depth", depth, minimum=2)
-        _check_positive_int("features", features)
-        _check_normalization(normalization)
-        self.in_channels = in_channels
-        self.depth = depth
-        self.normalization = normalization
+        self._set_common(in_channels, depth, features, normalization)
         spatial, spectral = (1, 3, 3), (3, 1, 1)
         convs = [_conv(1, features, spatial, rngs), _conv(features, features, spectral, rngs)]
         for _ in range(depth - 2):
