@@ -116,7 +116,9 @@ def test_rows_skip_what_they_do_not_train():
     np.testing.assert_allclose(loss, denoiser["loss_dsm"])
     labels = {row: row_label(cdn_configs.get_config(f"quick,{row}")) for row in cdn_configs.ROWS}
     assert labels == {"joint": "CDN joint", "classifier": "CDN classifier-only",
-                      "denoiser": "CDN denoiser-only"}
+                      "denoiser": "CDN denoiser-only", "clean_classifier": "CDN classifier-only"}
+    clean = cdn_configs.get_config("quick,clean_classifier")
+    assert clean.noise.sigma_max < 1 and clean.log_joint_scale == "none"
     with pytest.raises(ValueError, match="joint, classifier"):
         cdn_configs.get_config("quick,both")
 
