@@ -565,6 +565,24 @@ def _deadline_on_subset(key, y, n, bounds):
     return jnp.where(cols, jnp.zeros_like(y), y), cols
 
 
+def _gaussian_then_columns(corrupt, key, x, sigma_range, column_fraction, num_channels,
+                           return_info):
+    """Per-channel Gaussian noise, then ``corrupt(key, y, n, bounds) -> (y, mask)`` on the
+    columns of n channels (stripe, deadline)."""
+    x = _check_images(x)
+    sigma_range = _check_range("sigma_range", sigma_range)
+    bounds = _column_bounds(column_fraction, x.shape[-2])
+    n = num_corrupted_channels(num_channels, x.shape[-1])
+
+    def single(key, x):
+        key_gauss, key_columns = jax.random.split(key)
+        y, sigma, _ = _iid2_single(key_gauss, x, sigma_range)
+        y, cols = corrupt(key_columns, y, n, bounds)
+        return y, sigma, cols
+
+    return _finish(_per_image(single, key, x), return_info)
+
+
 def stripe(
     key: jax.Array,
     x: jax.Array,
@@ -597,18 +615,9 @@ def stripe(
     Returns:
       y, same shape and dtype as x, or ``(y, info)``.
     """
-    x = _check_images(x)
-    sigma_range = _check_range("sigma_range", sigma_range)
-    bounds = _column_bounds(column_fraction, x.shape[-2])
-    n = num_corrupted_channels(num_channels, x.shape[-1])
-
-    def single(key, x):
-        key_gauss, key_stripe = jax.random.split(key)
-        y, sigma, _ = _iid2_single(key_gauss, x, sigma_range)
-        y, cols = _stripe_on_subset(key_stripe, y, n, bounds, shift)
-        return y, sigma, cols
-
-    return _finish(_per_image(single, key, x), return_info)
+    return _gaussian_then_columns(
+        lambda k, y, n, bounds: _stripe_on_subset(k, y, n, bounds, shift),
+        key, x, sigma_range, column_fraction, num_channels, return_info)
 
 
 def deadline(
@@ -639,18 +648,8 @@ def deadline(
     Returns:
       y, same shape and dtype as x, or ``(y, info)``.
     """
-    x = _check_images(x)
-    sigma_range = _check_range("sigma_range", sigma_range)
-    bounds = _column_bounds(column_fraction, x.shape[-2])
-    n = num_corrupted_channels(num_channels, x.shape[-1])
-
-    def single(key, x):
-        key_gauss, key_dead = jax.random.split(key)
-        y, sigma, _ = _iid2_single(key_gauss, x, sigma_range)
-        y, cols = _deadline_on_subset(key_dead, y, n, bounds)
-        return y, sigma, cols
-
-    return _finish(_per_image(single, key, x), return_info)
+    return _gaussian_then_columns(_deadline_on_subset, key, x, sigma_range, column_fraction,
+                                  num_channels, return_info)
 
 
 def mixed(
