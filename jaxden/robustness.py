@@ -65,26 +65,31 @@ def _cdn_log_joint(graphdef, config):
     return log_joint
 
 
-def classifiers(workdir: str, rc: ml_collections.ConfigDict) -> tuple[list[Entry], object]:
-    """The rows a run contributes (module docstring), and its config."""
+def restore(workdir: str):
+    """(model, config) of the latest checkpoint in ``workdir``."""
     config = load_config(workdir)
     model, config, _ = restore_model(methods.get(config.method), workdir, config)
+    return model, config
+
+
+def classifiers(model, config, rc: ml_collections.ConfigDict) -> list[Entry]:
+    """The rows a restored run contributes (module docstring)."""
     graphdef, state = nnx.split(model)
     if config.method == "multitask":
         from jaxden.methods.multitask_eval import row_label
 
         if "classify" not in tuple(config.model.tasks):
-            return [], config
+            return []
         return [Entry(f"AddUNet {row_label(config)} head",
-                      lambda s, x: nnx.merge(graphdef, s)(x)[1], state)], config
+                      lambda s, x: nnx.merge(graphdef, s)(x)[1], state)]
     if config.method != "cdn":
-        raise ValueError(f"{workdir}: method {config.method!r} has no classifier; robustness "
+        raise ValueError(f"method {config.method!r} has no classifier; robustness "
                          f"needs a 'cdn' or 'multitask' run")
     from jaxden.methods.cdn_eval import row_label, trained_tasks
 
     tasks = trained_tasks(config)
     if "classify" not in tasks:
-        return [], config
+        return []
     log_joint = _cdn_log_joint(graphdef, config)
     sigma, sigma_d = rc.sigma / 255.0, rc.pipeline_sigma / 255.0
 
@@ -101,7 +106,7 @@ def classifiers(workdir: str, rc: ml_collections.ConfigDict) -> tuple[list[Entry
 
         rows.append(Entry(f"{label}: D(x) at σ={rc.pipeline_sigma:g} → classifier",
                           attacks.denoise_then_classify(denoise, energy), (state, state)))
-    return rows, config
+    return rows
 
 
 def _batches(images, labels, batch_size):
@@ -194,10 +199,9 @@ def _relative_errors(a, b) -> np.ndarray:
     return np.asarray(attacks.l2_norms(a - b) / jnp.maximum(attacks.l2_norms(a), 1e-30))
 
 
-def _identity_figure(workdir, config, rc, clean, labels, out_dir) -> tuple[str, dict]:
+def _identity_figure(workdir, model, config, rc, clean, labels, out_dir) -> tuple[str, dict]:
     """The identity on real test images at ``rc.identity_sigma``, in float32 and float64;
     a figure of both sides; returns a markdown line and the relative errors."""
-    model, config, _ = restore_model(methods.get(config.method), workdir, config)
     graphdef, state = nnx.split(model)
     log_joint = _cdn_log_joint(graphdef, config)
     sigma = rc.identity_sigma / 255.0
@@ -241,10 +245,13 @@ def evaluate_robustness(workdir: str, rc: ml_collections.ConfigDict) -> str:
 
 def _evaluate(workdir: str, rc: ml_collections.ConfigDict) -> str:
     workdirs = [workdir] + [w for w in rc.baselines.split(",") if w.strip()]
-    entries, configs = [], {}
+    entries, configs, models = [], {}, {}
     for w in workdirs:
-        rows, configs[w] = classifiers(os.path.abspath(w.strip()), rc)
-        entries += rows
+        models[w], configs[w] = restore(os.path.abspath(w.strip()))
+        try:
+            entries += classifiers(models[w], configs[w], rc)
+        except ValueError as e:
+            raise ValueError(f"{w}: {e}") from None
     config = configs[workdir]
     for w, c in configs.items():
         if (c.data.dataset, c.data.grayscale) != (config.data.dataset, config.data.grayscale):
@@ -268,7 +275,8 @@ def _evaluate(workdir: str, rc: ml_collections.ConfigDict) -> str:
     identity = None
     cdn_runs = [w for w in workdirs if configs[w].method == "cdn"]
     if cdn_runs and rc.identity_images:
-        line, identity = _identity_figure(os.path.abspath(cdn_runs[0]), configs[cdn_runs[0]],
+        line, identity = _identity_figure(os.path.abspath(cdn_runs[0]), models[cdn_runs[0]],
+                                          configs[cdn_runs[0]],
                                           rc, clean, labels, out_dir)
         lines += [line, ""]
     markdown = "\n".join(lines)
