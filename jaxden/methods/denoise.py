@@ -43,6 +43,20 @@ def reconstruction_loss(kind: str, denoised: jax.Array, clean: jax.Array) -> jax
     raise ValueError(f"config.loss={kind!r}; choose one of {LOSSES}")
 
 
+def patch_sampler(config, spec: str, patches_per_image: int, seed: int, augment: bool):
+    """A ``PatchSampler`` of ``config.data.patch_size`` patches of the images of ``spec``."""
+    images = data.load_images(spec, grayscale=config.data.grayscale)
+    return data.PatchSampler(images, patch_size=config.data.patch_size,
+                             patches_per_image=patches_per_image, seed=seed, augment=augment)
+
+
+def patch_train_stream(config, process_index: int, process_count: int) -> data.SamplerStream:
+    """This process's share of the resumable patch stream over ``config.data.train``."""
+    sampler = patch_sampler(config, config.data.train, config.data.patches_per_image,
+                            config.seed, config.data.augment)
+    return data.SamplerStream(sampler, config.batch_size, process_index, process_count)
+
+
 class Denoise:
     name = "denoise"
 
@@ -50,15 +64,8 @@ class Denoise:
         return build_model(config.model, in_channels=channels(config),
                            rngs=nnx.Rngs(config.seed))
 
-    def _sampler(self, config, spec: str, patches_per_image: int, seed: int, augment: bool):
-        images = data.load_images(spec, grayscale=config.data.grayscale)
-        return data.PatchSampler(images, patch_size=config.data.patch_size,
-                                 patches_per_image=patches_per_image, seed=seed, augment=augment)
-
     def train_data(self, config, process_index, process_count):
-        sampler = self._sampler(config, config.data.train, config.data.patches_per_image,
-                                config.seed, config.data.augment)
-        return data.SamplerStream(sampler, config.batch_size, process_index, process_count)
+        return patch_train_stream(config, process_index, process_count)
 
     def make_loss(self, config):
         lo, hi = config.noise.sigma_min / 255.0, config.noise.sigma_max / 255.0
@@ -80,7 +87,7 @@ class Denoise:
         if not config.data.get("val"):
             return None
         n = config.eval.val_patches
-        sampler = self._sampler(config, config.data.val, max(1, n // 4), config.seed + 1, False)
+        sampler = patch_sampler(config, config.data.val, max(1, n // 4), config.seed + 1, False)
         clean = jnp.asarray(sampler.batch(0, n))
         sigmas = list(config.eval.sigmas)
         keys = [jax.random.fold_in(jax.random.key(config.eval.seed), s) for s in sigmas]

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxden import data, noise, solvers
-from jaxden.methods.denoise import channels
+from jaxden import noise, solvers
+from jaxden.methods.denoise import channels, patch_sampler, patch_train_stream
 from jaxden.models import build_model
 from jaxden.sharding import per_device
 
@@ -100,12 +100,6 @@ def bilevel_loss(weight_net, clean, noisy, config: ml_collections.ConfigDict):
     return total / len(d.sources), out
 
 
-def _patch_sampler(config, spec: str, patches_per_image: int, seed: int, augment: bool):
-    images = data.load_images(spec, grayscale=config.data.grayscale)
-    return data.PatchSampler(images, patch_size=config.data.patch_size,
-                             patches_per_image=patches_per_image, seed=seed, augment=augment)
-
-
 class DLW:
     name = "dlw"
 
@@ -114,9 +108,7 @@ class DLW:
                            rngs=nnx.Rngs(config.seed))
 
     def train_data(self, config, process_index, process_count):
-        sampler = _patch_sampler(config, config.data.train, config.data.patches_per_image,
-                                 config.seed, config.data.augment)
-        return data.SamplerStream(sampler, config.batch_size, process_index, process_count)
+        return patch_train_stream(config, process_index, process_count)
 
     def make_loss(self, config):
         check_models(config.dlw.sources, "sources")
@@ -136,7 +128,7 @@ class DLW:
         if not config.data.get("val"):
             return None
         d, n = config.dlw, config.eval.val_patches
-        clean = jnp.asarray(_patch_sampler(config, config.data.val, max(1, n // 4),
+        clean = jnp.asarray(patch_sampler(config, config.data.val, max(1, n // 4),
                                            config.seed + 1, False).batch(0, n))
         noisy = noise.sample_noise(jax.random.key(config.eval.seed), clean,
                                    tuple(config.noise.kinds))
