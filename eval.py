@@ -14,13 +14,19 @@ from absl import app
 from ml_collections import config_flags
 
 from jaxden import cli
-from jaxden.experiment import saved_config
+from jaxden.experiment import load_config, saved_config
 
 cli.define_common_flags()
-cli.quiet_logs()
-_CONFIG = config_flags.DEFINE_config_dict(
-    "config", saved_config(cli.peek_flag(sys.argv, "workdir")),
-    "Overrides of the run's saved config, e.g. --config.eval.crop=0.")
+cli.start(sys.argv)  # multi-host: before the saved config is read (reading it starts JAX)
+_WORKDIR = cli.peek_flag(sys.argv, "workdir")
+_SAVED = cli.run_reporting_errors(lambda: saved_config(_WORKDIR))
+try:  # ml_collections applies the --config.* overrides here, at definition
+    _CONFIG = config_flags.DEFINE_config_dict(
+        "config", _SAVED, "Overrides of the run's saved config, e.g. --config.eval.crop=0.")
+except Exception as e:  # noqa: BLE001 - an unknown key or a bad value: one line, no traceback
+    if _WORKDIR and not _SAVED:  # nothing to override: say that the run has no checkpoint
+        cli.run_reporting_errors(lambda: load_config(_WORKDIR))
+    cli.exit_bad_flag(e, sys.argv, _SAVED or None)
 _ROBUSTNESS = config_flags.DEFINE_config_file(
     "robustness", None, "A robustness config (configs/robustness.py:VARIANT): evaluate robust "
     "accuracy under attacks instead; override with --robustness.steps=50.")
@@ -35,10 +41,12 @@ def main(argv):
     if _ROBUSTNESS.value is not None:
         from jaxden.robustness import evaluate_robustness
 
-        print(cli.run_reporting_errors(
-            lambda: evaluate_robustness(cli.workdir(), _ROBUSTNESS.value)))
-        return
-    print(cli.run_reporting_errors(lambda: evaluate(cli.workdir(), config or None)))
+        markdown = cli.run_reporting_errors(
+            lambda: evaluate_robustness(cli.workdir(), _ROBUSTNESS.value))
+    else:
+        markdown = cli.run_reporting_errors(lambda: evaluate(cli.workdir(), config or None))
+    if cli.is_chief():  # every process evaluates; process 0 writes and prints
+        print(markdown)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,12 @@ UINT8_TO_FLOAT = img_as_float(np.arange(256, dtype=np.uint8)).astype(np.float32)
 
 
 def decode_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode one image file to its native pixel array (uint8, uint16 or bool).
+    """Decode one image file to its native pixel array (uint8, uint16, float32 or bool).
 
     The array is (H, W) or (H, W, C) with C in {2, 3, 4} (alpha, if any, kept last); 16-bit
-    files stay uint16; palette and other colour modes become RGB (RGBA if transparent).
-    Raises DataError naming the file when it is missing or cannot be decoded.
+    files stay uint16; 32-bit float files stay float32 and must hold finite values in [0, 1];
+    palette and other colour modes become RGB (RGBA if transparent).
+    Raises DataError naming the file when it is missing, cannot be decoded, or holds NaN/Inf.
     """
     path = Path(path)
     try:
@@ -36,6 +37,8 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
                 return np.asarray(image)
             if image.mode.startswith("I"):  # 16-bit grayscale ("I;16*", or "I" holding 0..65535)
                 return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+            if image.mode == "F":  # 32-bit float grayscale (TIFF): kept as is, checked
+                return _checked_float(path, np.asarray(image, np.float32))
             transparent = "A" in image.getbands() or "transparency" in image.info
             return np.asarray(image.convert("RGBA" if transparent else "RGB"))
     except FileNotFoundError:
@@ -44,6 +47,19 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
         raise DataError(
             f"cannot decode image {path} ({type(e).__name__}: {e}): the file is corrupt or not "
             f"an image; replace it, or delete it from the dataset") from e
+
+
+def _checked_float(path: Path, pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` of a float image file, if all are finite and in [0, 1]; else DataError."""
+    bad = int(np.size(pixels) - np.count_nonzero(np.isfinite(pixels)))
+    if bad:
+        raise DataError(f"image {path} has {bad} NaN/Inf pixel(s) of {pixels.size}: fix or "
+                        f"delete the file (training on it would make the loss NaN)")
+    if pixels.size and (pixels.min() < 0.0 or pixels.max() > 1.0):
+        raise DataError(f"float image {path} has values in [{pixels.min():.4g}, "
+                        f"{pixels.max():.4g}], not [0, 1]: rescale it to [0, 1], or save it as "
+                        f"an 8- or 16-bit image")
+    return pixels
 
 
 def to_float(image: np.ndarray, *, grayscale: bool) -> np.ndarray:

@@ -71,7 +71,10 @@ class PatchSampler:
             raise DataError(f"images must all be (H, W, C) with the same C, got "
                             f"{dict(zip(self.names, shapes))}: load them with "
                             f"load_images(spec, grayscale=...)")
-        for name, (h, w, _) in zip(self.names, shapes):
+        for (name, x), (h, w, _) in zip(images, shapes):
+            if not np.isfinite(x).all():
+                raise DataError(f"image {name} has NaN/Inf pixels: fix or remove it (training "
+                                f"on it would make the loss NaN)")
             if min(h, w) < patch_size:
                 raise DataError(
                     f"image {name} is {h}x{w}, smaller than patch_size={patch_size}: lower "

@@ -11,11 +11,12 @@ class MetricsLog:
         self.enabled = enabled
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the restored checkpoint: they are recomputed."""
+        """On resume, drop lines logged after the restored checkpoint: they are recomputed; and
+        a line that a kill cut short."""
         if not (self.enabled and os.path.exists(self.path)):
             return
         with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            kept = [line for line in f if (s := _step_of(line)) is not None and s <= step]
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             f.writelines(kept)
@@ -34,6 +35,14 @@ class MetricsLog:
             return []
         with open(self.path) as f:
             return [json.loads(line) for line in f if line.strip()]
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a complete metrics line; None for a blank or torn one."""
+    try:
+        return json.loads(line)["step"] if line.endswith("\n") else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _jsonable(value) -> float | None:
