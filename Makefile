@@ -26,9 +26,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# PyTorch for the parity tests (tests/test_port.py): the CPU wheel of the `bench` extra's pin
+# (keep TORCH in step with pyproject.toml), from PyTorch's CPU index; PyPI's wheel (which pulls
+# CUDA libraries) only if that index is unreachable.
+TORCH := torch==2.13.0
+TORCH_STAMP := $(VENV)/.torch-stamp
+
+$(TORCH_STAMP): Makefile | $(STAMP)
+	$(PY) -m pip install --quiet "$(TORCH)" --index-url https://download.pytorch.org/whl/cpu \
+	  || $(PY) -m pip install --quiet "$(TORCH)"
+	touch $(TORCH_STAMP)
+
 demo: $(STAMP)
 	$(PY) train.py --config configs/addunet_denoise.py:quick --workdir $(WORKDIR)
 	$(PY) eval.py --workdir $(WORKDIR)
 
-test: $(STAMP) $(FASHION_MNIST)
+test: $(STAMP) $(TORCH_STAMP) $(FASHION_MNIST)
 	$(PY) -m pytest -q
