@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=31)
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--max_iter", type=int, default=2000)
+    parser.add_argument("--linear_tol", type=float, default=1e-3,
+                        help="adjoint solve tolerance (configs/dlw.py's dlw.linear_tol)")
     parser.add_argument("--mode", default="implicit")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -59,7 +61,8 @@ def main() -> None:
     config.data.grayscale = False
     config.model.update(name="dlwnet3d", depth=4, features=64)
     config.noise.kinds = ("impulse",)
-    config.dlw.update(sources=("tv",), tol=args.tol, max_iter=args.max_iter, mode=args.mode)
+    config.dlw.update(sources=("tv",), tol=args.tol, max_iter=args.max_iter, mode=args.mode,
+                      linear_tol=args.linear_tol)
     model = build_model(config.model, in_channels=args.bands, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
     loss_fn = methods.get("dlw").make_loss(config)
@@ -88,7 +91,8 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"DLW bilevel step: batch {args.batch}x{args.size}x{args.size}x{args.bands}, "
-          f"DLWNet3D depth 4 x 64, weighted TV to residual {args.tol:g} ({args.mode}), "
+          f"DLWNet3D depth 4 x 64, weighted TV to residual {args.tol:g} ({args.mode}, "
+          f"adjoint tol {args.linear_tol:g}), "
           f"{jax.device_count()} {jax.default_backend()} device(s)")
     print(f"lower level: {float(metrics['iterations_tv']):.0f} iterations, residual "
           f"{float(metrics['residual_tv']):.1e}; loss {float(metrics['loss']):.5f}")

@@ -5,10 +5,14 @@
 Problem: a size x size crop of skimage ``camera`` in [0, 1] at (200, 200), Gaussian noise
 sigma = 25/255 (seed 0), DLW-style weights exp(0.5 * N(0, 1)) (seed 1), lam = 0.05, upper
 loss 0.5 * ||x*(y, W, lam) - clean||^2; gradient wrt (y, W, lam); float64.
-Reference: implicit at residual 1e-12. Rows: implicit at tol 1e-6, and unrolled with
-K = 20, 100, 500, 2000 iterations (Rui et al., arXiv 2301.06081, unroll K = 15-20 ADMM steps).
+Reference: implicit at residual 1e-12. Rows: implicit at forward tolerance tol with adjoint
+tolerance 100 * tol (GMRES; the gradient error follows the looser of the two, and a forward
+step costs a fraction of an adjoint step-VJP), and unrolled with K = 20, 100, 500, 1000, 2000
+iterations (Rui et al., arXiv 2301.06081, unroll K = 15-20 ADMM steps).
 Time: median over repeats of the jitted value-and-gradient after one warm-up call. Memory:
 XLA's temporary buffer size of the compiled value-and-gradient (``memory_analysis``).
+"At equal accuracy" pairs each unrolled K with the fastest implicit row whose gradient error
+is at most unrolled's, and prints unrolled/implicit time and memory.
 """
 
 import argparse
@@ -68,24 +72,31 @@ def main():
     print(f"weighted TV, {args.size}x{args.size} gray, float64, {jax.devices()[0].platform}; "
           f"reference: {int(ref_info.iterations)} iterations, residual "
           f"{float(ref_info.residual):.1e}")
-    rows = {"implicit tol=1e-6": dict(tol=1e-6, max_iter=200000, mode="implicit")}
-    rows |= {f"unrolled K={k}": dict(max_iter=k, mode="unrolled") for k in (20, 100, 500, 2000)}
+    rows = {f"implicit tol={tol:.0e}": dict(tol=tol, linear_tol=100 * tol, max_iter=200000)
+            for tol in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)}
+    rows |= {f"unrolled K={k}": dict(max_iter=k, mode="unrolled")
+             for k in (20, 100, 500, 1000, 2000)}
     results = {}
-    header = f"{'method':<20}{'iters':>8}{'time ms':>10}{'temp MB':>10}{'rel grad err':>14}"
-    print(header)
+    print(f"{'method':<20}{'iters':>8}{'time ms':>10}{'temp MB':>10}{'rel grad err':>14}")
     for name, options in rows.items():
         seconds, temp, info, grads = measure(hypergradient(clean, **options), inputs,
                                              args.repeats)
         error = float(jnp.linalg.norm(flat(grads) - ref) / jnp.linalg.norm(ref))
-        results[name] = (seconds, temp)
+        results[name] = (seconds, temp, error)
         print(f"{name:<20}{int(info.iterations):>8}{1e3 * seconds:>10.1f}"
               f"{temp / 2**20:>10.2f}{error:>14.2e}")
-    t_imp, m_imp = results["implicit tol=1e-6"]
-    for name, (seconds, temp) in results.items():
-        if name.startswith("unrolled"):
-            print(f"{name}: unrolled/implicit time {seconds / t_imp:.2f}x, "
-                  f"temp memory {temp / max(m_imp, 1):.1f}x")
-
+    implicit_rows = {k: v for k, v in results.items() if k.startswith("implicit")}
+    print("at equal accuracy (fastest implicit row with error <= unrolled's):")
+    for name, (seconds, temp, error) in results.items():
+        if not name.startswith("unrolled"):
+            continue
+        matches = [(t, m, k) for k, (t, m, e) in implicit_rows.items() if e <= error]
+        if not matches:
+            print(f"  {name}: no implicit row is as accurate ({error:.1e})")
+            continue
+        t_imp, m_imp, match = min(matches)
+        print(f"  {name} (err {error:.1e}) vs {match}: unrolled/implicit time "
+              f"{seconds / t_imp:.1f}x, temp memory {temp / max(m_imp, 1):.0f}x")
 
 if __name__ == "__main__":
     main()

@@ -50,7 +50,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
             tv=0.15, tv_aniso=0.12, spectral_tv=0.1, nuclear=0.1, lrtv_tv=0.1,
             lrtv_nuclear=0.05)),
         tol=1e-4,
-        max_iter=500,
+        max_iter=1000,
+        # Adjoint (hypergradient) solve tolerance: on 31-band weighted TV in float32 the
+        # gradient error follows the forward tol (9% at 1e-4, 0.6% at 1e-5), and 1e-3 here
+        # took 3-4x fewer step-VJPs than 1e-4 at the same gradient error.
+        linear_tol=1e-3,
         mode="implicit",  # implicit | unrolled (backprop through max_iter iterations)
     ))
     c.batch_size = 10
@@ -83,6 +87,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         c.optimizer.update(learning_rate=1e-3, warmup_steps=50)
         c.checkpoint_every_steps = 200
         c.eval_every_steps = 200
+        # The lower-level settings of the quick run in the README (before the defaults above).
+        c.dlw.update(max_iter=500, linear_tol=1e-4)
     elif variant == "tiny":
         c.data.update(patch_size=12, patches_per_image=4)
         c.model.update(name="dlwnet_tiny", depth=3, features=4)

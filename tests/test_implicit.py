@@ -69,7 +69,7 @@ def test_implicit_gradient_matches_central_differences(name):
         assert max(errors.values()) < 1e-5, errors
 
 
-@pytest.mark.parametrize("name", ["tv_iso", "lrtv"])
+@pytest.mark.parametrize("name", list(SOLVERS))
 def test_implicit_matches_long_unrolling(name):
     with jax.enable_x64(True):
         y, w, c = _problem(seed=2)
@@ -86,7 +86,9 @@ def _contraction_step(z, params):
     return params["a"] @ z + params["b"]
 
 
-def test_linear_contraction_is_exact():
+@pytest.mark.parametrize("linear_solver", implicit.LINEAR_SOLVERS)
+@pytest.mark.parametrize("check_every", [1, 7])
+def test_linear_contraction_is_exact(linear_solver, check_every):
     """z* = (I - A)^{-1} b; d/db of c.z* = (I - A)^{-T} c, d/dA = outer((I - A)^{-T} c, z*)."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(0)
@@ -97,7 +99,7 @@ def test_linear_contraction_is_exact():
         def loss(params):
             z, info = implicit.fixed_point(
                 _contraction_step, jnp.zeros(5), params, tol=1e-14, max_iter=500,
-                linear_tol=1e-14,
+                linear_tol=1e-14, linear_solver=linear_solver, check_every=check_every,
             )
             return jnp.dot(c, z), (z, info)
 
@@ -108,6 +110,7 @@ def test_linear_contraction_is_exact():
         np.testing.assert_allclose(grads["b"], u, atol=1e-10)
         np.testing.assert_allclose(grads["a"], np.outer(u, z_exact), atol=1e-10)
         assert float(info.residual) <= 1e-14 and 0 < int(info.iterations) < 500
+        assert int(info.iterations) % check_every == 0
 
 
 def test_ridge_regression_gradient_wrt_regulariser():

@@ -43,7 +43,7 @@ def test_tv_matches_scikit_image(image, lam):
 
 def _objective(x, y, w, lam_tv=0.0, lam_nuc=0.0, spectral=False, iso=True):
     axes = (0, 1, 2) if spectral else (0, 1)
-    d = _ops.gradient(x, axes, ("replicate",) * len(axes))
+    d = jnp.stack(_ops.gradient(x, axes, ("replicate",) * len(axes)))
     tv = jnp.sum(jnp.sqrt(jnp.sum(d**2, axis=0))) if iso else jnp.sum(jnp.abs(d))
     nuc = jnp.sum(jnp.linalg.svd(x.reshape(-1, x.shape[-1]), compute_uv=False))
     return 0.5 * jnp.sum(w * (x - y) ** 2) + lam_tv * tv + lam_nuc * nuc
@@ -110,7 +110,7 @@ def test_closed_forms_small_lambda_and_constant_image():
     constant = jnp.full((6, 5, 2), 0.3)
     x, info = _tv(constant, 0.5, tol=1e-6)
     np.testing.assert_allclose(x, constant, atol=1e-6)
-    assert int(info.iterations) <= 2
+    assert int(info.iterations) <= 10  # the first residual check (every 10 steps) stops it
 
 
 def test_batch_solves_each_image_and_reports_per_image_info():

@@ -44,10 +44,10 @@ def check_models(names, key: str) -> tuple[str, ...]:
 
 
 def solve(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
-          max_iter: int, mode: str = "implicit"):
+          max_iter: int, mode: str = "implicit", linear_tol: float | None = None):
     """(x, SolverInfo) of lower-level model ``name`` on y (B, H, W, C) with fidelity
     ``weights`` (None: all ones) and the strengths of ``lam`` (module docstring)."""
-    kw = dict(tol=tol, max_iter=max_iter, mode=mode)
+    kw = dict(tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol)
     root = math.sqrt(y.shape[-3] * y.shape[-2])
     if name == "tv":
         return solvers.tv(y, lam.tv, weights, iso=True, **kw)
@@ -89,7 +89,8 @@ def bilevel_loss(weight_net, clean, noisy, config: ml_collections.ConfigDict):
     total, out = 0.0, {"weight_min": jnp.min(weights), "weight_max": jnp.max(weights)}
     for name in d.sources:
         x, info = per_device(functools.partial(solve, name, lam=d.lam, tol=d.tol,
-                                               max_iter=d.max_iter, mode=d.mode),
+                                               max_iter=d.max_iter, mode=d.mode,
+                                               linear_tol=d.linear_tol),
                              noisy, weights)
         mse = jnp.mean((x - clean) ** 2)
         out[f"loss_{name}"] = mse

@@ -16,7 +16,7 @@ piecewise smooth, which is what ``jaxden.implicit.fixed_point`` differentiates.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,15 +24,16 @@ import jax.numpy as jnp
 from jaxden import implicit
 from jaxden.sharding import sharded_like
 
-Project = Callable[[jax.Array, jax.Array], jax.Array]
-Linear = Callable[[jax.Array], jax.Array]
+Dual = Any  # a pytree of arrays: one array, or a tuple of them (one per differenced axis)
+Project = Callable[[Dual, jax.Array], Dual]
 
 
 class Term(NamedTuple):
-    """One regulariser lam * R(K x): K, K^T, the dual-ball projection, and ||K||^2 bound."""
+    """One regulariser lam * R(K x): K (image -> dual pytree), K^T, the dual-ball
+    projection, and a bound on ||K||^2."""
 
-    apply: Linear
-    adjoint: Linear
+    apply: Callable[[jax.Array], Dual]
+    adjoint: Callable[[Dual], jax.Array]
     project: Project
     norm_sq: float
 
@@ -53,7 +54,8 @@ def _make_step(terms: tuple[Term, ...], ratio: float):
         x_next = (v + tau * w * y) / (1 + tau * w)
         x_bar = 2 * x_next - x
         duals_next = tuple(
-            t.project(p + sigma * t.apply(x_bar), lam) for t, p, lam in zip(terms, duals, lams)
+            t.project(jax.tree.map(lambda pi, ki: pi + sigma * ki, p, t.apply(x_bar)), lam)
+            for t, p, lam in zip(terms, duals, lams)
         )
         return x_next, duals_next
 
@@ -68,7 +70,7 @@ def solve_one(terms, y, weights, lams, *, ratio, tol, max_iter, mode, linear_tol
     1e-10 residual in float64: 0.1 for the TV models (2-7x fewer iterations than 1), 1 for
     the nuclear norm alone.
     """
-    z0 = (y, tuple(jnp.zeros_like(t.apply(y)) for t in terms))
+    z0 = (y, tuple(jax.tree.map(jnp.zeros_like, t.apply(y)) for t in terms))
     params = {"y": y, "weights": weights, "lams": lams}
     (x, _), info = implicit.fixed_point(
         _make_step(terms, ratio), z0, params, tol=tol, max_iter=max_iter, mode=mode,

@@ -35,7 +35,7 @@ def tv(
       tol, max_iter: stop at relative fixed-point residual <= tol or after max_iter steps;
         in ``mode="unrolled"`` exactly max_iter steps.
       mode: ``"implicit"`` (implicit-function-theorem gradient) or ``"unrolled"``.
-      linear_tol: relative tolerance of the adjoint GMRES solve (default: tol).
+      linear_tol: relative tolerance of the adjoint linear solve (default: tol).
 
     Returns:
       (x, SolverInfo(residual, iterations)); info fields have shape (B,) for a batch.
