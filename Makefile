@@ -33,7 +33,8 @@ TORCH := torch==2.13.0
 TORCH_STAMP := $(VENV)/.torch-stamp
 
 $(TORCH_STAMP): Makefile | $(STAMP)
-	$(PY) -m pip install --quiet "$(TORCH)" --index-url https://download.pytorch.org/whl/cpu \
+	$(PY) -m pip install --quiet --retries 1 --timeout 20 "$(TORCH)" \
+	  --index-url https://download.pytorch.org/whl/cpu \
 	  || $(PY) -m pip install --quiet "$(TORCH)"
 	touch $(TORCH_STAMP)
 
