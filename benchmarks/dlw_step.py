@@ -28,7 +28,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import dlw as dlw_configs  # noqa: E402
-from jaxden import methods  # noqa: E402
+from jaxden import methods, noise  # noqa: E402
 from jaxden.models import build_model  # noqa: E402
 
 
@@ -43,6 +43,41 @@ def smooth_patches(batch, size, bands, seed=0):
     return jnp.clip(spatial * spectra, 0, 1)
 
 
+def median_seconds(fn, *args, repeats):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def breakdown(graphdef, params, clean, config, key, repeats):
+    """Median times of the step's two parts alone, on the noisy batch of a timed step (the
+    loss's noise draw for ``key``): the weight net's forward + backward (a fixed linear
+    read-out of W), and weighted TV with its implicit gradient in W."""
+    dlw = config.dlw
+    noisy = noise.sample_noise(key, clean, tuple(config.noise.kinds))
+    weights = nnx.merge(graphdef, params)(noisy)
+
+    @jax.jit
+    def net(params):
+        return jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(noisy) * clean))(params)
+
+    @jax.jit
+    def lower_level(weights):
+        def loss(w):
+            x, _ = methods.dlw.solve("tv", noisy, w, dlw.lam, tol=dlw.tol, max_iter=dlw.max_iter,
+                                     mode=dlw.mode, linear_tol=dlw.linear_tol)
+            return jnp.sum((x - clean) ** 2)
+        return jax.grad(loss)(weights)
+
+    print(f"breakdown: weight net forward + backward "
+          f"{median_seconds(net, params, repeats=repeats):.2f} s; weighted TV solve + "
+          f"hypergradient in W {median_seconds(lower_level, weights, repeats=repeats):.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +90,9 @@ def main() -> None:
                         help="adjoint solve tolerance (configs/dlw.py's dlw.linear_tol)")
     parser.add_argument("--mode", default="implicit")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the step's two parts alone: the weight net's forward "
+                             "+ backward, and the lower-level solve + its hypergradient in W")
     args = parser.parse_args()
 
     config = dlw_configs.get_config("default")
@@ -98,9 +136,13 @@ def main() -> None:
           f"{float(metrics['residual_tv']):.1e}; loss {float(metrics['loss']):.5f}")
     print(f"step time median {statistics.median(times):.2f} s over {args.repeats}; XLA temp "
           f"buffers {temp_mb:.0f} MB; process peak RSS {peak_mb:.0f} MB")
-    print(f"vs the authors' PyTorch step (66 s, 5.7 GB, issue 6): "
-          f"{66 / statistics.median(times):.1f}x faster, {5.7 * 1024 / peak_mb:.1f}x less peak "
-          f"memory")
+    if args.breakdown:
+        breakdown(graphdef, params, batch["image"], config, jax.random.fold_in(key, 1),
+                  args.repeats)
+    if (args.batch, args.size, args.bands) == (10, 64, 31):
+        print(f"vs the authors' PyTorch step (66 s, 5.7 GB, issue 6): "
+              f"{66 / statistics.median(times):.1f}x faster, {5.7 * 1024 / peak_mb:.1f}x less "
+              f"peak memory")
 
 
 if __name__ == "__main__":
