@@ -195,8 +195,8 @@ def fixed_point(
         ``max_iter``.
       linear_restart: GMRES restart length: the Krylov basis holds this many vectors of z's
         size, the backward pass's main temporary memory.
-      check_every: compute the forward residual every
-        this many steps; the iteration count is then a multiple of it, or max_iter.
+      check_every: compute the forward residual every this many steps; the iteration count
+        is then a multiple of it, or max_iter.
 
     Returns:
       (z_star, SolverInfo(residual, iterations)).
