@@ -1,6 +1,7 @@
 """jaxden.models.conv: strided convolutions as im2col matmuls equal XLA's convolutions in
 value, gradient and second-order gradient (float64 oracle: lax.conv_general_dilated), and a
-GradResNet gives the same scores and DSM-style double-backprop gradients with either."""
+GradResNet gives the same scores and DSM-style double-backprop gradients with either. The
+matmul ConvTranspose and the reshape max-pool equal nnx.ConvTranspose and nnx.max_pool."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from jaxden.models.conv import conv_function, conv_strided_as_matmul
+from jaxden.models.conv import ConvTranspose, conv_function, conv_strided_as_matmul, max_pool
 from jaxden.models.energy import GradResNetTiny
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -100,3 +101,53 @@ def test_gradresnet_same_function_either_way():
         np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-12)
         for a, b in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("window,use_bias", [(2, True), (3, False)])
+def test_conv_transpose_as_matmul_matches_flax(window, use_bias):
+    """Non-overlapping windows (kernel = strides, VALID): value and gradients in the input and
+    both parameters equal nnx.ConvTranspose's (lax.conv_transpose) in float64."""
+    with jax.enable_x64():
+        kwargs = dict(strides=(window, window), padding="VALID", use_bias=use_bias,
+                      param_dtype=jnp.float64)
+        ref = nnx.ConvTranspose(3, 5, (window, window), rngs=nnx.Rngs(0), **kwargs)
+        ours = ConvTranspose(3, 5, (window, window), impl="matmul", rngs=nnx.Rngs(0), **kwargs)
+        if use_bias:  # flax starts the bias at zero: make it count
+            for layer in (ref, ours):
+                layer.bias[...] = jnp.linspace(-1.0, 1.0, 5)
+        x = jax.random.normal(jax.random.key(3), (2, 4, 3, 3), jnp.float64)
+
+        def loss(layer, x):
+            return jnp.sum(jnp.sin(layer(x)))
+
+        np.testing.assert_allclose(ours(x), ref(x), rtol=0, atol=1e-13)
+        g_ours = nnx.grad(loss, argnums=(0, 1))(ours, x)
+        g_ref = nnx.grad(loss, argnums=(0, 1))(ref, x)
+        for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_conv_transpose_other_cases_go_to_flax():
+    """Overlapping windows and impl="xla" use nnx.ConvTranspose's own call; a bad impl is one
+    clear error."""
+    x = jax.random.normal(jax.random.key(4), (1, 4, 4, 2))
+    for size, strides, impl in [((3, 3), (2, 2), "matmul"), ((2, 2), (2, 2), "xla")]:
+        ours = ConvTranspose(2, 3, size, strides=strides, padding="VALID", impl=impl,
+                             rngs=nnx.Rngs(0))
+        assert not ours._as_matmul(x)
+        ref = nnx.ConvTranspose(2, 3, size, strides=strides, padding="VALID", rngs=nnx.Rngs(0))
+        np.testing.assert_array_equal(ours(x), ref(x))
+    with pytest.raises(ValueError, match="conv_impl='fft'.*choose one of"):
+        ConvTranspose(2, 3, (2, 2), strides=(2, 2), impl="fft", rngs=nnx.Rngs(0))
+
+
+def test_max_pool_matches_flax():
+    """Same values; same gradient where the maxima are unique (random inputs); odd sizes fall
+    back to nnx.max_pool."""
+    x = jax.random.normal(jax.random.key(5), (2, 6, 8, 3))
+    ref = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(max_pool(x, 2), ref(x))
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(max_pool(x, 2) ** 2))(x),
+                                  jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x))
+    odd = x[:, :5]
+    np.testing.assert_array_equal(max_pool(odd, 2), ref(odd))

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxden.models.conv import ConvTranspose, max_pool
+
 SKIPS = ("gated", "add", "concat", "none")
 GATES = ("scalar", "channel")
 NORMS = ("none", "group")
@@ -177,7 +179,7 @@ class AddUNet(nnx.Module):
             return
         if not fixed_resolution:
             self.upsample = nnx.List(
-                nnx.ConvTranspose(width, width, (2, 2), strides=(2, 2), padding="VALID",
+                ConvTranspose(width, width, (2, 2), strides=(2, 2), padding="VALID",
                                   rngs=rngs)
                 for _ in range(levels))
         fused = 2 * width if skip == "concat" else width
@@ -222,7 +224,7 @@ class AddUNet(nnx.Module):
             else:
                 x = block(x)
                 skips.append(x)
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2)
         if not self.fixed_resolution:
             x = self.bottleneck(x)
         return x, tuple(skips)

@@ -17,8 +17,11 @@ As slices and a matmul, every derivative is again slices, pads and matmuls.
 ``benchmarks/cdn_cost.py`` prints the step time with and without it.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jax import lax
 
 IMPLS = ("auto", "xla", "matmul")
@@ -69,3 +72,68 @@ def conv_function(impl: str):
     if impl == "auto":
         impl = "matmul" if jax.default_backend() == "cpu" else "xla"
     return conv_strided_as_matmul if impl == "matmul" else lax.conv_general_dilated
+
+
+class ConvTranspose(nnx.ConvTranspose):
+    """``nnx.ConvTranspose`` (same parameters, same function) whose non-overlapping case,
+    kernel size = strides with "VALID" padding (the U-Net's 2x2, stride-2 upsampling), runs
+    as one matrix product and a depth-to-space reshape on CPU.
+
+    Each output pixel then comes from one input pixel: out[s*i + a, s*j + b] =
+    x[i, j] @ K[s-1-a, s-1-b] + bias (``lax.conv_transpose`` without ``transpose_kernel``
+    flips the window). XLA:CPU runs the weight gradient of ``lax.conv_transpose`` as an
+    input-dilated convolution outside its fast convolution library: 100 of the 441 ms of an
+    AddUNet training step (16 x 64 x 64, width 32; ``benchmarks/profile_ops.py``). As a matmul,
+    every derivative is a matmul. ``impl`` is as in ``conv_function``: "auto" uses the matmul on
+    CPU only; other cases (overlapping windows, dilation, masks, ``transpose_kernel``) always
+    go to ``nnx.ConvTranspose``.
+    """
+
+    def __init__(self, *args, impl: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        if impl not in IMPLS:
+            raise ValueError(f"conv_impl={impl!r}; choose one of {IMPLS}")
+        self.impl = impl
+
+    def _as_matmul(self, x) -> bool:
+        impl = self.impl
+        if impl == "auto":
+            impl = "matmul" if jax.default_backend() == "cpu" else "xla"
+        kernel = tuple(self.kernel_size)
+        return (impl == "matmul" and x.ndim == 4 and len(kernel) == 2
+                and tuple(self.strides or (1, 1)) == kernel and self.padding == "VALID"
+                and self.kernel_dilation in (None, 1, (1, 1)) and self.mask is None
+                and not self.transpose_kernel)
+
+    def __call__(self, inputs):
+        if not self._as_matmul(inputs):
+            return super().__call__(inputs)
+        inputs, kernel, bias = self.promote_dtype(
+            (inputs, self.kernel[...], self.bias[...] if self.bias is not None else None),
+            dtype=self.dtype)
+        (kh, kw), (b, h, w, _) = self.kernel_size, inputs.shape
+        flipped = kernel[::-1, ::-1]  # (kh, kw, in, out) -> columns ordered (a, b, out)
+        matrix = jnp.transpose(flipped, (2, 0, 1, 3)).reshape(kernel.shape[2], -1)
+        y = jnp.dot(inputs, matrix, precision=self.precision,
+                    preferred_element_type=self.preferred_element_type)
+        y = y.reshape(b, h, w, kh, kw, -1).transpose(0, 1, 3, 2, 4, 5)
+        y = y.reshape(b, h * kh, w * kw, -1)
+        return y if bias is None else y + bias
+
+
+def max_pool(x, window: int = 2):
+    """``nnx.max_pool(x, (window, window), strides=(window, window))`` for an NHWC ``x`` whose
+    height and width are multiples of ``window``, as elementwise maxima of the window*window
+    strided slices.
+
+    The value is the same; the gradient differs only at ties (``jnp.maximum`` splits it
+    between tied inputs, ``reduce_window`` gives it to one). ``nnx.max_pool``'s gradient is
+    XLA's select-and-scatter, which XLA:CPU runs through full-size index arrays (``iota``): 28
+    of 441 ms of the AddUNet step above. (A reshape and ``jnp.max`` was the first try: with
+    XLA's optimisations off, as in the tests, its gradient came out NaN.)
+    """
+    h, w = x.shape[1:3]
+    if h % window or w % window:
+        return nnx.max_pool(x, (window, window), strides=(window, window))
+    slices = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
+    return functools.reduce(jnp.maximum, slices)
