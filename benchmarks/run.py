@@ -37,6 +37,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -61,6 +62,12 @@ SIZES = {
                   energy=dict(batch=8, size=28, widths=(8, 16, 32), num_classes=10),
                   tv=dict(batch=2, size=32),
                   dlw=dict(batch=2, size=32, depth=3, features=16)),
+    # issue 9's network: a 1.2M-parameter GradResNet on 64 RGB 32x32 images (CIFAR-sized)
+    "cifar": dict(addunet=dict(batch=16, size=64, width=32, levels=3, convs_per_block=2),
+                  energy=dict(batch=64, size=32, widths=(64, 128, 256), num_classes=10,
+                              channels=3),
+                  tv=dict(batch=8, size=64),
+                  dlw=dict(batch=4, size=64, depth=5, features=64)),
 }
 TV = dict(lam=0.1, tol=1e-4, max_iter=2000)
 DLW = dict(lam=0.15, tol=1e-4, max_iter=2000)
@@ -73,20 +80,22 @@ def shape_of(case: str, sizes: dict) -> str:
     extra = {"addunet": f", width {s.get('width')}, {s.get('levels')} levels",
              "energy": f", widths {s.get('widths')}",
              "dlw": f", DLWNet {s.get('depth')}x{s.get('features')}", "tv": ""}[group]
-    return f"{s['batch']}x{s['size']}x{s['size']}x1{extra}"
+    return f"{s['batch']}x{s['size']}x{s['size']}x{s.get('channels', 1)}{extra}"
 
 
 # ---------------------------------------------------------------------------------- data
 
-def camera_batch(batch: int, size: int, seed: int = 0):
-    """(clean, noisy) NHWC float32: crops of skimage's camera, Gaussian noise 25/255."""
+def camera_batch(batch: int, size: int, seed: int = 0, channels: int = 1):
+    """(clean, noisy) NHWC float32: crops of skimage's camera (``channels=3``: astronaut),
+    Gaussian noise 25/255."""
     import numpy as np
     from skimage import data
 
-    image = data.camera().astype(np.float32) / 255
+    image = (data.camera()[..., None] if channels == 1 else data.astronaut()) / 255
+    image = image.astype(np.float32)
     rng = np.random.default_rng(seed)
     corners = rng.integers(0, image.shape[0] - size, (batch, 2))
-    clean = np.stack([image[i:i + size, j:j + size, None] for i, j in corners])
+    clean = np.stack([image[i:i + size, j:j + size] for i, j in corners])
     noisy = clean + SIGMA * rng.standard_normal(clean.shape).astype(np.float32)
     return clean, noisy.astype(np.float32)
 
@@ -94,7 +103,7 @@ def camera_batch(batch: int, size: int, seed: int = 0):
 def energy_batch(s: dict):
     import numpy as np
 
-    clean, noisy = camera_batch(s["batch"], s["size"])
+    clean, noisy = camera_batch(s["batch"], s["size"], channels=s.get("channels", 1))
     labels = np.arange(s["batch"]) % s["num_classes"]
     return clean, noisy, labels, np.full((s["batch"],), SIGMA, np.float32)
 
@@ -161,7 +170,7 @@ def jax_case(case: str, sizes: dict, opts: dict):
     if case in ("energy_ce_step", "dsm_step", "tweedie_denoise", "energy_forward"):
         s = sizes["energy"]
         clean, noisy, labels, sigma = energy_batch(s)
-        model = GradResNet(1, num_classes=s["num_classes"] + 1, widths=s["widths"],
+        model = GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1, widths=s["widths"],
                            blocks_per_stage=1, groups=8, sigma_conditioning=True,
                            rngs=nnx.Rngs(0))
         if case in ("energy_ce_step", "dsm_step"):
@@ -270,7 +279,7 @@ def torch_case(case: str, sizes: dict, opts: dict, compiled: bool):
         clean, noisy, labels, sigma = energy_batch(s)
         clean, noisy = nchw(clean), nchw(noisy)
         labels, sigma = torch.tensor(labels), torch.tensor(sigma)
-        model = energy.GradResNet(1, num_classes=s["num_classes"] + 1, widths=s["widths"],
+        model = energy.GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1, widths=s["widths"],
                                   blocks_per_stage=1, groups=8, sigma_conditioning=True)
         net = wrap(model)
         if case in ("energy_ce_step", "dsm_step"):
@@ -329,7 +338,7 @@ def rss_mb() -> float:
 
 def worker(args) -> None:
     case, backend = args.worker.split(":")
-    sizes = SIZES["quick" if args.quick else "full"]
+    sizes = SIZES[args.sizes]
     opts = {"iterations": args.iterations, "check_every": args.check_every}
     if backend == "jax":
         import jax
@@ -369,8 +378,7 @@ def run_worker(case, backend, args, extra=()):
                           f"true intra_op_parallelism_threads={args.threads}").strip())
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"{case}:{backend}",
                "--threads", str(args.threads), "--repeats", str(args.repeats), *extra]
-    if args.quick:
-        command.append("--quick")
+    command += ["--sizes", args.sizes]
     # a fresh, empty inductor cache: torch.compile's first call is a cold compile, like JAX's
     env["TORCHINDUCTOR_CACHE_DIR"] = cache = tempfile.mkdtemp(prefix="jaxden_bench_inductor_")
     try:
@@ -461,10 +469,66 @@ def tables(results, args, sizes) -> str:
     return "\n".join(lines)
 
 
+TRAIN_STEPS = {"addunet_train": "AddUNet train step", "energy_ce_step": "energy CE step",
+               "dsm_step": "DSM step (double backprop)", "dlw_hypergrad": "DLW bilevel step"}
+
+
+def run_hypergradient(args) -> list:
+    """``benchmarks/hypergradient.py`` in a subprocess pinned like the cases: its
+    equal-accuracy lines as (unrolled K, implicit row, time ratio, memory ratio)."""
+    cpus = sorted(os.sched_getaffinity(0))[: args.threads]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hypergradient.py")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                          f"true intra_op_parallelism_threads={args.threads}").strip())
+    try:
+        proc = subprocess.run([sys.executable, script], env=env, capture_output=True,
+                              text=True, timeout=args.timeout,
+                              preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    except subprocess.TimeoutExpired:
+        return []
+    pattern = re.compile(r"unrolled K=(\d+) \(err [^)]*\) vs (implicit tol=\S+): unrolled/"
+                         r"implicit time ([\d.]+)x, temp memory ([\d.]+)x")
+    return [(int(m.group(1)), m.group(2), float(m.group(3)), float(m.group(4)))
+            for m in map(pattern.search, proc.stdout.splitlines()) if m]
+
+
+def targets(results, hypergradient) -> str:
+    """Issue 9's targets as ratios of this run's medians, each with its limit."""
+    def median(case, backend="jax"):
+        r = (results.get(case) or {}).get(backend)
+        return None if r is None or "error" in r else r["median_ms"]
+
+    rows = []
+    for case, label in TRAIN_STEPS.items():
+        a, b = median(case), median(case, "torch")
+        if a is not None and b is not None:
+            rows.append((f"{label}: JAX / PyTorch eager", a / b, "<= 1.0", a / b <= 1.0))
+    for num, den, label, limit in [("dsm_step", "energy_ce_step", "DSM step / CE step", 2.5),
+                                   ("tweedie_denoise", "energy_forward",
+                                    "Tweedie denoise / forward", 2.0)]:
+        a, b = median(num), median(den)
+        if a is not None and b is not None:
+            rows.append((f"{label} (JAX)", a / b, f"<= {limit}", a / b <= limit))
+    for k, match, time_ratio, memory_ratio in hypergradient:
+        rows.append((f"hypergradient, unrolled K={k} / {match}: time", time_ratio, ">= 10",
+                     time_ratio >= 10))
+        rows.append((f"hypergradient, unrolled K={k} / {match}: temporary memory",
+                     memory_ratio, ">= 100", memory_ratio >= 100))
+    lines = ["| target | ratio | limit | met |", "|---|---:|---|---|"]
+    lines += [f"| {label} | {value:.2f} | {limit} | {'yes' if ok else 'no'} |"
+              for label, value, limit, ok in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small shapes, a fast run")
+    parser.add_argument("--quick", action="store_true",
+                        help="small shapes, a fast run (= --sizes quick)")
+    parser.add_argument("--sizes", choices=sorted(SIZES), default="full",
+                        help="shape set; cifar: issue 9's 1.2M-parameter GradResNet on "
+                             "64x32x32x3")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls after warm-up (default 10, --quick 5)")
@@ -472,10 +536,15 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per subprocess")
     parser.add_argument("--out", help="write the markdown tables here")
+    parser.add_argument("--no-hypergradient", action="store_true",
+                        help="skip benchmarks/hypergradient.py (the implicit vs unrolled "
+                             "targets at equal accuracy)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--check-every", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.sizes = "quick"
     if args.repeats is None:
         args.repeats = 5 if args.quick else 10
     if args.worker:
@@ -487,7 +556,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
     backends = [b for b in BACKENDS if not (args.no_compile and b == "torch.compile")]
-    sizes = SIZES["quick" if args.quick else "full"]
+    sizes = SIZES[args.sizes]
     load_before = os.getloadavg()
     started = time.time()
     results, probe = {}, {}
@@ -519,6 +588,10 @@ def main() -> None:
             print(r["error"] if "error" in r else
                   f"median {r['median_ms']:.1f} ms, first {r['first_s']:.2f} s, "
                   f"peak {r['peak_mb']:.0f} MB", flush=True)
+    hypergradient = []
+    if not (args.no_hypergradient or args.quick):
+        print("hypergradient.py (implicit vs unrolled at equal accuracy)", flush=True)
+        hypergradient = run_hypergradient(args)
     load_after = os.getloadavg()
     v = versions()
     header = [
@@ -530,7 +603,10 @@ def main() -> None:
         f"average (1, 5, 15 min) before {tuple(round(x, 2) for x in load_before)}, after "
         f"{tuple(round(x, 2) for x in load_after)}; wall time {time.time() - started:.0f} s",
     ]
-    text = "\n".join(header) + "\n\n" + tables(results, args, sizes) + "\n"
+    text = ("\n".join(header) + "\n\n" + tables(results, args, sizes) + "\n\nTargets "
+            "(issue 9; ratios of the medians above, hypergradient rows from "
+            "`benchmarks/hypergradient.py` run in this command):\n\n"
+            + targets(results, hypergradient) + "\n")
     print()
     print(text)
     if args.out:
