@@ -4,8 +4,9 @@
                                        [--cases NAME,...] [--no-compile]
 
 Every (case, framework) pair runs in a fresh subprocess pinned to the same N cores
-(``os.sched_setaffinity``, which sizes XLA:CPU's thread pool; ``torch.set_num_threads(N)``), on the same shapes and data (crops of skimage ``camera``,
-Gaussian noise sigma = 25/255, NumPy seed 0). PyTorch runs eagerly and, where it works, with
+(``os.sched_setaffinity``, which sizes XLA:CPU's thread pool; ``torch.set_num_threads(N)``),
+on the same shapes and data (crops of skimage ``camera``, Gaussian noise sigma = 25/255,
+NumPy seed 0). PyTorch runs eagerly and, where it works, with
 ``torch.compile`` (default inductor backend) applied to the network (and to the TV step).
 Each callable is called once (the first-call time: JAX's trace and compile, or
 ``torch.compile``'s), twice more to warm up, then ``--repeats`` times; the table gives the
