@@ -31,7 +31,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
-from jax.scipy.sparse.linalg import bicgstab, gmres
+from jax.scipy.sparse.linalg import bicgstab
+
+from jaxden.krylov import gmres
 
 PyTree = Any
 Step = Callable[[PyTree, PyTree], PyTree]
@@ -123,10 +125,8 @@ def _adjoint_solve(step: Step, z: PyTree, params: PyTree, g: PyTree, cfg: _Confi
         return u_flat - operator_t(u_flat)
 
     if cfg.linear_solver == "gmres":
-        u_flat, _ = gmres(
-            operator, g_flat, x0=g_flat, tol=cfg.linear_tol, restart=cfg.restart,
-            maxiter=max(cfg.linear_max_iter // cfg.restart, 1), solve_method="batched",
-        )
+        u_flat, _ = gmres(operator, g_flat, g_flat, tol=cfg.linear_tol, restart=cfg.restart,
+                          max_iter=cfg.linear_max_iter)
     else:
         u_flat, _ = bicgstab(operator, g_flat, x0=g_flat, tol=cfg.linear_tol,
                              maxiter=cfg.linear_max_iter)
@@ -180,8 +180,9 @@ def fixed_point(
       mode: ``"implicit"`` (custom VJP by the implicit function theorem, memory independent
         of the iteration count) or ``"unrolled"`` (autodiff through K = max_iter steps).
       linear_solver: Krylov method for the non-symmetric adjoint system
-        (I - d step/dz)^T u = g (``jax.scipy.sparse.linalg``): ``"gmres"`` (restarted
-        every ``linear_restart`` iterations, classical Gram-Schmidt) or ``"bicgstab"``.
+        (I - d step/dz)^T u = g: ``"gmres"`` (``jaxden.krylov.gmres``, restarted every
+        ``linear_restart`` iterations, Gram-Schmidt reorthogonalised) or ``"bicgstab"``
+        (``jax.scipy.sparse.linalg.bicgstab``).
         Where the dual solution is not unique (e.g. anisotropic TV on flat regions) the
         system is singular; GMRES started from g then stays out of its null space and gave
         the finite-difference gradient, while BiCGSTAB returned wrong gradients (off by 2x
