@@ -6,9 +6,10 @@ Problem: a size x size crop of skimage ``camera`` in [0, 1] at (200, 200), Gauss
 sigma = 25/255 (seed 0), DLW-style weights exp(0.5 * N(0, 1)) (seed 1), lam = 0.05, upper
 loss 0.5 * ||x*(y, W, lam) - clean||^2; gradient wrt (y, W, lam); float64.
 Reference: implicit at residual 1e-12. Rows: implicit at forward tolerance tol (half decades
-from 1e-3 to 1e-8) with adjoint tolerance 100 * tol (GMRES; the gradient error follows the looser of the two, and a forward
-step costs a fraction of an adjoint step-VJP), and unrolled with K = 20, 100, 500, 1000, 2000
-iterations (Rui et al., arXiv 2301.06081, unroll K = 15-20 ADMM steps).
+from 1e-3 to 1e-8) with adjoint tolerance 100 * tol (GMRES; the gradient error follows the
+looser of the two, and a forward step costs a fraction of an adjoint step-VJP), and unrolled
+with K = 20, 100, 500, 1000, 2000 iterations (Rui et al., arXiv 2301.06081, unroll K = 15-20
+ADMM steps).
 Time: median over repeats of the jitted value-and-gradient after one warm-up call. Memory:
 XLA's temporary buffer size of the compiled value-and-gradient (``memory_analysis``).
 "At equal accuracy" pairs each unrolled K with the fastest implicit row whose gradient error
