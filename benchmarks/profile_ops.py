@@ -14,6 +14,8 @@ Kinds: ``conv fwd`` (a convolution of the forward pass), ``conv input-grad`` /
 ``conv weight-grad`` (a backward convolution whose output is shaped like the input, or like a
 kernel), ``dot`` (a matmul, e.g. an im2col convolution or the linear head), ``transpose``
 (layout copies XLA inserts around convolutions), ``reduction``, ``elementwise`` (everything else).
+With several threads it also prints each thread's total op time: against the wall time per
+call, it shows how much of the step runs on one thread only.
 The table is what BENCHMARKS.md's "Where the time goes" section quotes.
 """
 
@@ -131,13 +133,14 @@ def main() -> None:
     for path in dumps:
         with open(path) as f:
             ops.update(parse_hlo(f.read()))
-    busy = collections.Counter()
+    busy, per_thread = collections.Counter(), collections.Counter()
     profile = ProfileData.from_file(glob.glob(f"{work}/trace/**/*.xplane.pb", recursive=True)[0])
     for plane in profile.planes:
         for line in plane.lines:
             for event in line.events:
                 if event.name in ops:
                     busy[event.name] += event.duration_ns / 1e6 / args.calls
+                    per_thread[line.name] += event.duration_ns / 1e6 / args.calls
     total = sum(busy.values())
     by_kind, by_order = collections.Counter(), collections.Counter()
     for name, ms in busy.items():
@@ -146,6 +149,8 @@ def main() -> None:
         by_order[order_of(op_name)] += ms
     print(f"{args.case} ({args.sizes}, {args.threads} thread(s)): {wall:.1f} ms per call "
           f"under the profiler; ops traced: {total:.1f} ms (thread-summed)\n")
+    print("XLA ops per thread (ms per call; an op that XLA splits over threads counts on "
+          "each): " + ", ".join(f"{ms:.1f}" for _, ms in per_thread.most_common()) + "\n")
     print("| kind | ms per call | share |\n|---|---:|---:|")
     for kind, ms in by_kind.most_common():
         print(f"| {kind} | {ms:.1f} | {100 * ms / total:.0f}% |")

@@ -16,6 +16,11 @@ directory per subprocess). Memory: the subprocess's peak resident set
 case's working memory, compilation included). The DSM step is a double backward, which
 ``torch.compile`` does not support: its row says so.
 
+``--jax-devices N`` gives JAX N simulated CPU devices (``JAX_NUM_CPU_DEVICES``): the train steps
+then shard their batch over them (the trainer's data parallelism) and XLA runs the shards in
+parallel, one per core, where one device's intra-op threading leaves cores idle; the other
+cases run on one device.
+
 Cases (jaxden library code on the JAX side, ``benchmarks/torch_twins`` on the other):
 - ``addunet_train``: one Adam step of MSE(AddUNet(noisy), clean), gated skips
   (``jaxden.train.step.make_update_fn``, as the trainer runs it).
@@ -122,6 +127,7 @@ def jax_case(case: str, sizes: dict, opts: dict):
     import jax
     import jax.numpy as jnp
     import ml_collections
+    import numpy as np
     import optax
     from flax import nnx
 
@@ -137,12 +143,17 @@ def jax_case(case: str, sizes: dict, opts: dict):
     info = {}
 
     def trainer(model, loss_fn, batch):
+        """One Adam step as the trainer runs it: state replicated, the batch sharded on the
+        ``data`` axis of all devices (``--jax-devices``)."""
         tx = optax.adam(1e-3)
-        replicated = mesh_lib.replicated(mesh_lib.data_mesh())
+        mesh = mesh_lib.data_mesh()
+        replicated = mesh_lib.replicated(mesh)
         graphdef, state = init_state(model, tx)
         state = jax.device_put(state, replicated)
         update = make_update_fn(graphdef, loss_fn, tx, 0,
                                 jax.tree.map(lambda x: x.sharding, state), replicated)
+        batch = mesh_lib.global_batch(jax.tree.map(np.asarray, batch),
+                                      mesh_lib.batch_sharded(mesh))
         holder = {"state": state}
 
         def run():
@@ -374,7 +385,8 @@ def worker(args) -> None:
 def run_worker(case, backend, args, extra=()):
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
     # XLA:CPU sizes its thread pool from the affinity mask (it has no thread-count flag)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=str(args.threads),
+               JAX_NUM_CPU_DEVICES=str(args.jax_devices))
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"{case}:{backend}",
                "--threads", str(args.threads), "--repeats", str(args.repeats), *extra]
     command += ["--sizes", args.sizes]
@@ -533,6 +545,10 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per subprocess")
     parser.add_argument("--out", help="write the markdown tables here")
+    parser.add_argument("--jax-devices", type=int, default=1,
+                        help="simulated CPU devices for JAX (JAX_NUM_CPU_DEVICES): the train "
+                             "steps shard their batch over them, as the trainer does; one per "
+                             "core runs each core's shard in parallel")
     parser.add_argument("--no-hypergradient", action="store_true",
                         help="skip benchmarks/hypergradient.py (the implicit vs unrolled "
                              "targets at equal accuracy)")
@@ -594,7 +610,8 @@ def main() -> None:
     header = [
         f"- Command: `{' '.join(['.venv/bin/python', 'benchmarks/run.py', *sys.argv[1:]])}`",
         f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {args.threads} thread(s) "
-        f"per framework (same cores), {platform.system()} {platform.release()}",
+        f"per framework (same cores), {platform.system()} {platform.release()}; JAX "
+        f"devices {args.jax_devices} (train steps shard their batch over them)",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- Median of {args.repeats} calls after the first call and 2 warm-up calls; load "
         f"average (1, 5, 15 min) before {tuple(round(x, 2) for x in load_before)}, after "

@@ -23,9 +23,11 @@ affinity mask (``os.sched_setaffinity``, which sizes XLA:CPU's thread pool), as
 3. Throughput vs simulated device count: ``JAX_NUM_CPU_DEVICES=N`` (N = ``--devices``), one
    subprocess each, the same global batch (the case's batch rounded up to a multiple of every N)
    sharded on the ``data`` mesh axis (``jaxden.train.mesh``), the parameters replicated.
-   Simulated devices share the same physical cores, so this measures the overhead of sharding
-   (partitioned program, gradient all-reduce, per-device dispatch), not a speed-up. Where the
-   global batch is one of table 2's, its 1-device row is table 2's measurement.
+   Simulated devices share the same physical cores: XLA runs their shards concurrently, so
+   this weighs the cost of sharding (partitioned program, gradient all-reduce, per-device
+   dispatch) against the cores that one device's intra-op threading leaves idle (on 2 cores,
+   2-4 devices were 1.4-2.4x faster than one). Where the global batch is one of table 2's,
+   its 1-device row is table 2's measurement.
 
 Steps (each one ``jaxden.train.step.make_update_fn`` step with Adam, state donated, as the
 trainer runs it; models, losses and data as ``benchmarks/run.py``'s ``jax_case``):
@@ -292,10 +294,10 @@ def batch_table(results: dict, peak, args) -> list[str]:
 def device_table(results: dict, args) -> list[str]:
     lines = ["### Throughput vs simulated device count", "",
              f"`JAX_NUM_CPU_DEVICES=N`, one subprocess each, all on the same {args.threads} "
-             "core(s): the simulated devices share the same physical cores, so this measures "
-             "the overhead of sharding the batch (partitioned program, gradient all-reduce, "
-             "per-device dispatch), not a speed-up. 1 device: table 2's row where it has "
-             "this batch.", "",
+             "core(s): XLA runs the simulated devices' shards concurrently, so this weighs "
+             "the cost of sharding the batch (partitioned program, gradient all-reduce, "
+             "per-device dispatch) against the cores one device leaves idle. 1 device: table "
+             "2's row where it has this batch.", "",
              "| case | devices | global batch | per device | median ms | steps/s | examples/s | "
              "time vs 1 device |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for case, by_n in results.items():
