@@ -158,18 +158,21 @@ def test_max_pool_matches_flax():
 NDHWC = ("NDHWC", "DHWIO", "NDHWC")
 
 
-@pytest.mark.parametrize("kernel,padding", [
-    ((1, 3, 3), "SAME"),  # DLWNet3D's spatial conv
-    ((3, 1, 1), "SAME"),  # its spectral conv
-    ((3, 3, 3), "SAME"),  # its last conv
-    ((2, 3, 1), ((1, 0), (0, 2), (1, 1))),
-    ((3, 1, 1), "VALID"),
+@pytest.mark.parametrize("kernel,padding,features", [
+    ((1, 3, 3), "SAME", (3, 4)),  # DLWNet3D's spatial conv
+    ((3, 1, 1), "SAME", (3, 4)),  # its spectral conv
+    ((3, 3, 3), "SAME", (4, 1)),  # its last conv (fewer outputs: shifted outputs)
+    ((3, 3, 3), "SAME", (3, 4)),  # more outputs: shifted inputs
+    ((2, 3, 1), ((1, 0), (0, 2), (1, 1)), (3, 4)),
+    ((2, 3, 1), ((1, 0), (0, 2), (1, 1)), (4, 2)),
+    ((3, 1, 1), "VALID", (3, 4)),
 ])
-def test_conv3d_as_2d_matches_xla(kernel, padding):
+def test_conv3d_as_2d_matches_xla(kernel, padding, features):
     """Values and gradients in the input and the kernel, float64 (oracle: XLA's 3-D conv)."""
+    c_in, c_out = features
     with jax.enable_x64():
-        x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7, 3), jnp.float64)
-        w = jax.random.normal(jax.random.key(1), (*kernel, 3, 4), jnp.float64)
+        x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7, c_in), jnp.float64)
+        w = jax.random.normal(jax.random.key(1), (*kernel, c_in, c_out), jnp.float64)
 
         def ours(x, w):
             return conv3d_as_2d(x, w, (1, 1, 1), padding, dimension_numbers=NDHWC)
