@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--keep", help="write the trace and HLO dump here (default: a temporary folder)")
+    parser.add_argument("--keep", help="write the trace and HLO dump here "
+                                           "(default: a temporary folder)")
     args = parser.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="jaxden_profile_")
     if args.threads:

@@ -181,7 +181,8 @@ def jax_case(case: str, sizes: dict, opts: dict):
     if case in ("energy_ce_step", "dsm_step", "tweedie_denoise", "energy_forward"):
         s = sizes["energy"]
         clean, noisy, labels, sigma = energy_batch(s)
-        model = GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1, widths=s["widths"],
+        model = GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1,
+                           widths=s["widths"],
                            blocks_per_stage=1, groups=8, sigma_conditioning=True,
                            rngs=nnx.Rngs(0))
         if case in ("energy_ce_step", "dsm_step"):
@@ -290,7 +291,8 @@ def torch_case(case: str, sizes: dict, opts: dict, compiled: bool):
         clean, noisy, labels, sigma = energy_batch(s)
         clean, noisy = nchw(clean), nchw(noisy)
         labels, sigma = torch.tensor(labels), torch.tensor(sigma)
-        model = energy.GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1, widths=s["widths"],
+        model = energy.GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1,
+                                  widths=s["widths"],
                                   blocks_per_stage=1, groups=8, sigma_conditioning=True)
         net = wrap(model)
         if case in ("energy_ce_step", "dsm_step"):

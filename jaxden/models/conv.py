@@ -1,20 +1,31 @@
-"""Strided convolutions as matrix products, for networks trained by double backpropagation.
+"""Convolution layers in forms that XLA:CPU runs on its fast paths; the same functions and
+parameters as XLA's and flax's (``tests/test_conv.py`` checks values and derivatives).
 
-A drop-in for ``lax.conv_general_dilated`` (pass it to ``nnx.Conv(conv_general_dilated=...)``).
-Unit-stride convolutions go to XLA unchanged. A strided one (e.g. a stride-2 3x3 or 1x1
-downsampling conv) is computed as im2col: the k*k strided slices of the padded input are
-concatenated on the channel axis and multiplied by the (k*k*C_in, C_out) kernel matrix.
-This is the same linear map, so values and derivatives of every order agree with XLA's
-convolution to rounding (tests/test_conv.py checks it in float64).
+- ``conv_strided_as_matmul``: strided convolutions as im2col matrix products, for networks
+  trained by double backpropagation (below).
+- ``ConvTranspose``: the U-Net's non-overlapping transposed convolution as one matmul.
+- ``max_pool``: max-pooling as elementwise maxima of strided slices.
+- ``conv3d_as_2d``: unit-stride 3-D convolutions as 2-D ones (DLWNet3D).
+
+Each is chosen by an ``impl`` of "auto" (the rewrite on CPU only; XLA's own operation on
+GPU/TPU, whose convolution libraries have none of these slow paths), "matmul" or "xla".
+``benchmarks/profile_ops.py`` shows the slow paths; BENCHMARKS.md has the before/after times.
+
+``conv_strided_as_matmul`` is a drop-in for ``lax.conv_general_dilated`` (pass it to
+``nnx.Conv(conv_general_dilated=...)``). Unit-stride convolutions go to XLA unchanged. A
+strided one (e.g. a stride-2 3x3 or 1x1 downsampling conv) is computed as im2col: the k*k
+strided slices of the padded input are concatenated on the channel axis and multiplied by the
+(k*k*C_in, C_out) kernel matrix. This is the same linear map, so values and derivatives of
+every order agree with XLA's convolution to rounding (float64 tests).
 
 Why: the denoising-score-matching loss of a classification-denoising network (Thiry & Guth,
 arXiv 2410.03505; ``jaxden.methods.cdn``) differentiates in the parameters through the input
 gradient of the network. For a strided convolution the input gradient is an input-dilated
 convolution, and the weight gradient of that (second order) is a reversed, dilated
-convolution that XLA:CPU runs about 10x slower than the step's other weight gradients: on the quick GradResNet,
-batch 32x28x28, two such ops took 58 of the 196 ms of a training step (profiled on one core).
-As slices and a matmul, every derivative is again slices, pads and matmuls.
-``benchmarks/cdn_cost.py`` prints the step time with and without it.
+convolution that XLA:CPU runs about 10x slower than the step's other weight gradients: on the
+quick GradResNet, batch 32x28x28, two such ops took 58 of the 196 ms of a training step
+(profiled on one core). As slices and a matmul, every derivative is again slices, pads and
+matmuls. ``benchmarks/cdn_cost.py`` prints the step time with and without it.
 """
 
 import functools
@@ -64,6 +75,7 @@ def conv_strided_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
 
 def _resolve(impl: str) -> str:
+    """"matmul" or "xla" for ``impl`` ("auto": "matmul" on CPU); a clear error otherwise."""
     if impl not in IMPLS:
         raise ValueError(f"conv_impl={impl!r}; choose one of {IMPLS}")
     if impl == "auto":
@@ -170,10 +182,11 @@ def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
     kd 2-D convolutions of depth-shifted slices (with no more outputs than inputs: of all
     slices, the outputs shifted, which keeps one input for the backward pass). The same
     linear map (values and derivatives agree with XLA's 3-D convolution to rounding,
-    ``tests/test_conv.py``). Why: XLA:CPU runs
-    2-D convolutions, and their gradients, through its fast convolution library (YNNPACK) and
-    3-D ones through a generic path; this is the band-aware weight network of DLW
-    (``jaxden.models.DLWNet3D``, separable (1, 3, 3) and (3, 1, 1) kernels over band x H x W).
+    ``tests/test_conv.py``). Why: XLA:CPU runs 2-D convolutions, and their gradients, through
+    its fast convolution libraries and 3-D ones through a generic path; this is the band-aware
+    weight network of DLW (``jaxden.models.DLWNet3D``, separable (1, 3, 3) and (3, 1, 1)
+    kernels over band x H x W): its forward pass ran 3.7x, forward + backward 1.9x faster on
+    2 x 31 x 64 x 64 (one core).
     """
     if not _is_plain_ndhwc(lhs, rhs, window_strides, lhs_dilation, rhs_dilation,
                            dimension_numbers, feature_group_count):
@@ -199,7 +212,8 @@ def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
     if c_out <= c_in:
         # convolve every padded slice with each depth tap and shift the (smaller) outputs:
         # the backward pass keeps one input, not kd shifted copies of it (DLWNet3D's last
-        # conv, 64 -> 1 features: 1 GB less temporary memory at batch 10 x 31 x 64 x 64)
+        # conv, 64 -> 1 features: 0.57 GB less XLA temporary memory in the DLW step at
+        # batch 10 x 31 x 64 x 64)
         planes = x.reshape(b * d_pad, h, w, c_in)
         out = None
         for a in range(kd):
