@@ -191,8 +191,9 @@ def fixed_point(
         where the dual is unique. The plain adjoint iteration u <- (d step/dz)^T u + g was
         1.8-4x slower than jax.scipy's GMRES when first measured, but a later one-off
         measurement on 64x64 isotropic TV found it faster than ``jaxden.krylov.gmres``
-        (10.5 / 41.7 / 81.4 ms against 19.6 / 62.0 / 99.7 ms at adjoint tolerance 1e-4 / 1e-5 /
-        1e-6): not offered as an option yet (its convergence on singular systems is untested).
+        (10.5 / 41.7 / 81.4 ms against 19.6 / 62.0 / 99.7 ms on the adjoint systems of
+        ``benchmarks/hypergradient.py``'s rows tol 1e-6 / 1e-7 / 1e-8): not offered as an
+        option yet (its convergence on singular systems is untested).
       linear_tol: relative residual tolerance ||A u - g|| <= linear_tol * ||g|| of the
         adjoint solve; defaults to ``tol``.
       linear_max_iter: cap on Krylov iterations (matrix-vector products); defaults to
