@@ -37,9 +37,10 @@ _OP_NAME = re.compile(r'op_name="([^"]*)"')
 
 
 def parse_hlo(text: str) -> dict:
-    """name -> (opcode of the op or of its fused root, output shape, op_name, kernel-shaped
-    convolution output?) for every instruction of an optimised HLO module."""
-    computations, current, roots = {}, None, {}
+    """name -> (kind, output shape, op_name, source line) for every instruction of an
+    optimised HLO module; for a fusion, the kind and source line are those of its heaviest
+    inner op (convolution, dot, reduce, transpose in that order), else "elementwise"."""
+    computations, current = {}, None
     for line in text.splitlines():
         header = re.match(r"^(?:ENTRY )?%([\w.\-]+) ", line)
         if header and line.rstrip().endswith("{"):
@@ -49,8 +50,6 @@ def parse_hlo(text: str) -> dict:
         m = _INSTRUCTION.match(line)
         if m and current:
             computations[current].append((m.group(1), m.group(2), m.group(3), line))
-            if line.lstrip().startswith("ROOT"):
-                roots[current] = (m.group(3), line)
     ops = {}
     for body in computations.values():
         for name, shape, opcode, line in body:

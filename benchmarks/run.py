@@ -78,14 +78,31 @@ TV = dict(lam=0.1, tol=1e-4, max_iter=2000)
 DLW = dict(lam=0.15, tol=1e-4, max_iter=2000)
 
 
-def shape_of(case: str, sizes: dict) -> str:
-    group = ("addunet" if case.startswith("addunet") else "tv" if case == "tv_solve"
-             else "dlw" if case.startswith("dlw") else "energy")
-    s = sizes[group]
+def group_of(case: str) -> str:
+    """The ``SIZES`` entry a case takes its shapes from."""
+    return ("addunet" if case.startswith("addunet") else "tv" if case == "tv_solve"
+            else "dlw" if case.startswith("dlw") else "energy")
+
+
+def shape_text(group: str, s: dict) -> str:
+    """The shape column for a ``SIZES[...][group]`` entry ``s``."""
     extra = {"addunet": f", width {s.get('width')}, {s.get('levels')} levels",
              "energy": f", widths {s.get('widths')}",
              "dlw": f", DLWNet {s.get('depth')}x{s.get('features')}", "tv": ""}[group]
     return f"{s['batch']}x{s['size']}x{s['size']}x{s.get('channels', 1)}{extra}"
+
+
+def shape_of(case: str, sizes: dict) -> str:
+    return shape_text(group_of(case), sizes[group_of(case)])
+
+
+def parse_cases(parser, text: str, known) -> list:
+    """The comma-separated case names of ``text``; a parser error names unknown ones."""
+    cases = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(known))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {', '.join(known)}")
+    return cases
 
 
 # ---------------------------------------------------------------------------------- data
@@ -121,21 +138,93 @@ def tv_weights(shape, seed: int = 1):
 
 # ------------------------------------------------------------------------------ JAX side
 
+def addunet_model(s: dict):
+    from flax import nnx
+
+    from jaxden.models import AddUNet
+
+    return AddUNet(1, width=s["width"], levels=s["levels"], convs_per_block=s["convs_per_block"],
+                   skip="gated", rngs=nnx.Rngs(0))
+
+
+def gradresnet_model(s: dict):
+    """The energy network; one extra class as in ``configs/cdn.py``'s read-out."""
+    from flax import nnx
+
+    from jaxden.models import GradResNet
+
+    return GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1,
+                      widths=s["widths"], blocks_per_stage=1, groups=8,
+                      sigma_conditioning=True, rngs=nnx.Rngs(0))
+
+
+def dlw_config():
+    """``configs/dlw.py`` defaults with weighted TV as the only source, ``DLW``'s settings."""
+    from configs import dlw as dlw_configs
+
+    config = dlw_configs.get_config("default")
+    config.dlw.update(sources=("tv",), tol=DLW["tol"], max_iter=DLW["max_iter"])
+    config.dlw.lam.tv = DLW["lam"]
+    return config
+
+
+def train_parts(case: str, s: dict):
+    """(model, loss_fn, batch) of a train step for ``make_update_fn``, ``s`` its ``SIZES``
+    entry; batch as NumPy arrays, leading axis the batch. ``dlw_hypergrad``: the DLW
+    upper-level loss (the step ``benchmarks/scaling.py`` times with its Adam update)."""
+    import jax.numpy as jnp
+    import ml_collections
+    from flax import nnx
+
+    from jaxden.methods import cdn, dlw
+    from jaxden.models import DLWNet
+
+    if case == "addunet_train":
+        clean, noisy = camera_batch(s["batch"], s["size"])
+
+        def loss_fn(model, batch, key):
+            return jnp.mean((model(batch["noisy"]) - batch["image"]) ** 2), {}
+
+        return addunet_model(s), loss_fn, {"image": clean, "noisy": noisy}
+
+    if case in ("energy_ce_step", "dsm_step"):
+        clean, noisy, labels, sigma = energy_batch(s)
+        lc = ml_collections.ConfigDict(dict(
+            ce_weight=1.0, dsm_weight=0.1 if case == "dsm_step" else 0.0,
+            conditional_dsm_weight=0.0, dsm_weighting="mse"))
+
+        def loss_fn(model, batch, key):
+            return cdn.cdn_loss(model, batch["image"], batch["label"], batch["noisy"],
+                                batch["sigma"], loss_config=lc, scale="eps",
+                                sigma_floor=1 / 255)
+
+        return gradresnet_model(s), loss_fn, {"image": clean, "noisy": noisy,
+                                              "label": labels, "sigma": sigma}
+
+    if case == "dlw_hypergrad":
+        clean, noisy = camera_batch(s["batch"], s["size"])
+        config = dlw_config()
+        model = DLWNet(1, depth=s["depth"], features=s["features"], rngs=nnx.Rngs(0))
+
+        def loss_fn(model, batch, key):
+            return dlw.bilevel_loss(model, batch["image"], batch["noisy"], config)
+
+        return model, loss_fn, {"image": clean, "noisy": noisy}
+    raise ValueError(case)
+
+
 def jax_case(case: str, sizes: dict, opts: dict):
     """(callable, info, extract) for ``case``: the callable returns something to block on,
     ``extract(output)`` the iteration count of solver cases (None: nothing to extract)."""
     import jax
     import jax.numpy as jnp
-    import ml_collections
-    import numpy as np
     import optax
     from flax import nnx
 
-    from configs import dlw as dlw_configs
     from jaxden import solvers, tweedie
     from jaxden.implicit import fixed_point
     from jaxden.methods import cdn, dlw
-    from jaxden.models import AddUNet, DLWNet, GradResNet
+    from jaxden.models import DLWNet
     from jaxden.train import mesh as mesh_lib
     from jaxden.train.state import init_state
     from jaxden.train.step import make_update_fn
@@ -152,8 +241,7 @@ def jax_case(case: str, sizes: dict, opts: dict):
         state = jax.device_put(state, replicated)
         update = make_update_fn(graphdef, loss_fn, tx, 0,
                                 jax.tree.map(lambda x: x.sharding, state), replicated)
-        batch = mesh_lib.global_batch(jax.tree.map(np.asarray, batch),
-                                      mesh_lib.batch_sharded(mesh))
+        batch = mesh_lib.global_batch(batch, mesh_lib.batch_sharded(mesh))
         holder = {"state": state}
 
         def run():
@@ -162,42 +250,21 @@ def jax_case(case: str, sizes: dict, opts: dict):
 
         return run
 
-    if case.startswith("addunet"):
-        s = sizes["addunet"]
-        clean, noisy = camera_batch(s["batch"], s["size"])
-        model = AddUNet(1, width=s["width"], levels=s["levels"],
-                        convs_per_block=s["convs_per_block"], skip="gated", rngs=nnx.Rngs(0))
-        if case == "addunet_train":
-            def loss_fn(model, batch, key):
-                return jnp.mean((model(batch["noisy"]) - batch["image"]) ** 2), {}
+    if case in ("addunet_train", "energy_ce_step", "dsm_step"):
+        return trainer(*train_parts(case, sizes[group_of(case)])), info, None
 
-            return trainer(model, loss_fn, {"image": jnp.asarray(clean),
-                                            "noisy": jnp.asarray(noisy)}), info, None
-        graphdef, state = nnx.split(model)
+    if case == "addunet_forward":
+        s = sizes["addunet"]
+        _, noisy = camera_batch(s["batch"], s["size"])
+        graphdef, state = nnx.split(addunet_model(s))
         forward = jax.jit(lambda state, y: nnx.merge(graphdef, state)(y))
         y = jnp.asarray(noisy)
         return lambda: forward(state, y), info, None
 
-    if case in ("energy_ce_step", "dsm_step", "tweedie_denoise", "energy_forward"):
+    if case in ("tweedie_denoise", "energy_forward"):
         s = sizes["energy"]
-        clean, noisy, labels, sigma = energy_batch(s)
-        model = GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1,
-                           widths=s["widths"],
-                           blocks_per_stage=1, groups=8, sigma_conditioning=True,
-                           rngs=nnx.Rngs(0))
-        if case in ("energy_ce_step", "dsm_step"):
-            lc = ml_collections.ConfigDict(dict(
-                ce_weight=1.0, dsm_weight=0.1 if case == "dsm_step" else 0.0,
-                conditional_dsm_weight=0.0, dsm_weighting="mse"))
-
-            def loss_fn(model, batch, key):
-                return cdn.cdn_loss(model, batch["image"], batch["label"], batch["noisy"],
-                                    batch["sigma"], loss_config=lc, scale="eps",
-                                    sigma_floor=1 / 255)
-
-            batch = {"image": clean, "noisy": noisy, "label": labels, "sigma": sigma}
-            return trainer(model, loss_fn, jax.tree.map(jnp.asarray, batch)), info, None
-        graphdef, state = nnx.split(model)
+        _, noisy, _, sigma = energy_batch(s)
+        graphdef, state = nnx.split(gradresnet_model(s))
         y, sig = jnp.asarray(noisy), jnp.asarray(sigma)
 
         def log_joint_of(state):
@@ -224,9 +291,7 @@ def jax_case(case: str, sizes: dict, opts: dict):
     # DLW hypergradient
     s = sizes["dlw"]
     clean, noisy = camera_batch(s["batch"], s["size"])
-    config = dlw_configs.get_config("default")
-    config.dlw.update(sources=("tv",), tol=DLW["tol"], max_iter=DLW["max_iter"])
-    config.dlw.lam.tv = DLW["lam"]
+    config = dlw_config()
     if case == "dlw_hypergrad_unrolled":
         config.dlw.update(mode="unrolled", max_iter=opts["iterations"])
     model = DLWNet(1, depth=s["depth"], features=s["features"], rngs=nnx.Rngs(0))
@@ -384,8 +449,22 @@ def worker(args) -> None:
 
 # -------------------------------------------------------------------------------- parent
 
-def run_worker(case, backend, args, extra=()):
+def pinned_run(command, env, args):
+    """``subprocess.run`` of ``command`` pinned to the first ``args.threads`` cores of the
+    affinity mask, output captured; raises ``subprocess.TimeoutExpired``."""
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
+    return subprocess.run(command, env=env, capture_output=True, text=True,
+                          timeout=args.timeout, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+
+
+def last_error(stderr: str) -> str:
+    """The last line of a failed worker's stderr that mentions an error (else its last line)."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def run_worker(case, backend, args, extra=()):
     # XLA:CPU sizes its thread pool from the affinity mask (it has no thread-count flag)
     env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=str(args.threads),
                JAX_NUM_CPU_DEVICES=str(args.jax_devices))
@@ -395,9 +474,7 @@ def run_worker(case, backend, args, extra=()):
     # a fresh, empty inductor cache: torch.compile's first call is a cold compile, like JAX's
     env["TORCHINDUCTOR_CACHE_DIR"] = cache = tempfile.mkdtemp(prefix="jaxden_bench_inductor_")
     try:
-        proc = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=args.timeout, preexec_fn=lambda: os.sched_setaffinity(
-                                  0, cpus))
+        proc = pinned_run(command, env, args)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.timeout} s"}
     finally:
@@ -405,9 +482,7 @@ def run_worker(case, backend, args, extra=()):
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-    return {"error": (errors or lines or ["no output"])[-1][:300]}
+    return {"error": last_error(proc.stderr)}
 
 
 def versions() -> dict:
@@ -489,13 +564,10 @@ TRAIN_STEPS = {"addunet_train": "AddUNet train step", "energy_ce_step": "energy 
 def run_hypergradient(args) -> list:
     """``benchmarks/hypergradient.py`` in a subprocess pinned like the cases: its
     equal-accuracy lines as (unrolled K, implicit row, time ratio, memory ratio)."""
-    cpus = sorted(os.sched_getaffinity(0))[: args.threads]
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hypergradient.py")
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
     try:
-        proc = subprocess.run([sys.executable, script], env=env, capture_output=True,
-                              text=True, timeout=args.timeout,
-                              preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        proc = pinned_run([sys.executable, script], dict(os.environ, JAX_PLATFORMS="cpu"),
+                          args)
     except subprocess.TimeoutExpired:
         return []
     pattern = re.compile(r"unrolled K=(\d+) \(err [^)]*\) vs (implicit tol=\S+): unrolled/"
@@ -566,10 +638,7 @@ def main() -> None:
         worker(args)
         return
 
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
+    cases = parse_cases(parser, args.cases, CASES)
     backends = [b for b in BACKENDS if not (args.no_compile and b == "torch.compile")]
     sizes = SIZES[args.sizes]
     load_before = os.getloadavg()

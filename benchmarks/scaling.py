@@ -30,7 +30,7 @@ affinity mask (``os.sched_setaffinity``, which sizes XLA:CPU's thread pool), as
    its 1-device row is table 2's measurement.
 
 Steps (each one ``jaxden.train.step.make_update_fn`` step with Adam, state donated, as the
-trainer runs it; models, losses and data as ``benchmarks/run.py``'s ``jax_case``):
+trainer runs it; models, losses and data from ``benchmarks/run.py``'s ``train_parts``):
 - ``addunet_train``: MSE(AddUNet(noisy), clean), gated skips.
 - ``energy_ce_step``: the classification-denoising loss with CE only (``cdn.cdn_loss``).
 - ``dsm_step``: the same with DSM (weight 0.1), a double backward.
@@ -58,73 +58,10 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
-from benchmarks.run import (DLW, SIZES, camera_batch, cpu_model, energy_batch,  # noqa: E402
-                            versions)
+from benchmarks.run import (SIZES, cpu_model, group_of, last_error,  # noqa: E402
+                            parse_cases, pinned_run, shape_text, train_parts, versions)
 
 CASES = ("addunet_train", "energy_ce_step", "dsm_step", "dlw_hypergrad")
-GROUP = {"addunet_train": "addunet", "energy_ce_step": "energy", "dsm_step": "energy",
-         "dlw_hypergrad": "dlw"}
-
-
-def shape_of(case: str, s: dict) -> str:
-    extra = {"addunet": f", width {s.get('width')}, {s.get('levels')} levels",
-             "energy": f", widths {s.get('widths')}",
-             "dlw": f", DLWNet {s.get('depth')}x{s.get('features')}"}[GROUP[case]]
-    return f"{s['batch']}x{s['size']}x{s['size']}x{s.get('channels', 1)}{extra}"
-
-
-# ---------------------------------------------------------------------------- the steps
-
-def train_parts(case: str, s: dict):
-    """(model, loss_fn, batch) for ``make_update_fn``: batch as NumPy arrays, leading axis
-    the batch; the same models, losses and data as run.py's ``jax_case``."""
-    import jax.numpy as jnp
-    import ml_collections
-    from flax import nnx
-
-    from configs import dlw as dlw_configs
-    from jaxden.methods import cdn, dlw
-    from jaxden.models import AddUNet, DLWNet, GradResNet
-
-    if case == "addunet_train":
-        clean, noisy = camera_batch(s["batch"], s["size"])
-        model = AddUNet(1, width=s["width"], levels=s["levels"],
-                        convs_per_block=s["convs_per_block"], skip="gated", rngs=nnx.Rngs(0))
-
-        def loss_fn(model, batch, key):
-            return jnp.mean((model(batch["noisy"]) - batch["image"]) ** 2), {}
-
-        return model, loss_fn, {"image": clean, "noisy": noisy}
-
-    if case in ("energy_ce_step", "dsm_step"):
-        clean, noisy, labels, sigma = energy_batch(s)
-        model = GradResNet(s.get("channels", 1), num_classes=s["num_classes"] + 1,
-                           widths=s["widths"], blocks_per_stage=1, groups=8,
-                           sigma_conditioning=True, rngs=nnx.Rngs(0))
-        lc = ml_collections.ConfigDict(dict(
-            ce_weight=1.0, dsm_weight=0.1 if case == "dsm_step" else 0.0,
-            conditional_dsm_weight=0.0, dsm_weighting="mse"))
-
-        def loss_fn(model, batch, key):
-            return cdn.cdn_loss(model, batch["image"], batch["label"], batch["noisy"],
-                                batch["sigma"], loss_config=lc, scale="eps",
-                                sigma_floor=1 / 255)
-
-        return model, loss_fn, {"image": clean, "noisy": noisy, "label": labels,
-                                "sigma": sigma}
-
-    if case == "dlw_hypergrad":
-        clean, noisy = camera_batch(s["batch"], s["size"])
-        config = dlw_configs.get_config("default")
-        config.dlw.update(sources=("tv",), tol=DLW["tol"], max_iter=DLW["max_iter"])
-        config.dlw.lam.tv = DLW["lam"]
-        model = DLWNet(1, depth=s["depth"], features=s["features"], rngs=nnx.Rngs(0))
-
-        def loss_fn(model, batch, key):
-            return dlw.bilevel_loss(model, batch["image"], batch["noisy"], config)
-
-        return model, loss_fn, {"image": clean, "noisy": noisy}
-    raise ValueError(case)
 
 
 def hlo_loops(hlo_text: str) -> int:
@@ -208,7 +145,7 @@ def worker(args) -> None:
     if args.worker == "matmul":
         print("RESULT " + json.dumps(matmul_peak(args.matmul_size, args.repeats)), flush=True)
         return
-    base = SIZES[args.sizes][GROUP[args.worker]]
+    base = SIZES[args.sizes][group_of(args.worker)]
     for b in (int(x) for x in args.batches.split(",")):
         print("RESULT " + json.dumps(time_step(args.worker, dict(base, batch=b), args.repeats)),
               flush=True)
@@ -218,7 +155,6 @@ def worker(args) -> None:
 
 def run_worker(kind: str, args, devices: int = 1, batches=()) -> list[dict]:
     """RESULT dicts of one worker subprocess (or one {"error": ...})."""
-    cpus = sorted(os.sched_getaffinity(0))[: args.threads]
     inherited = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
                        os.environ.get("XLA_FLAGS", ""))
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
@@ -229,17 +165,13 @@ def run_worker(kind: str, args, devices: int = 1, batches=()) -> list[dict]:
                "--matmul-size", str(args.matmul_size),
                "--batches", ",".join(map(str, batches)) or "0"]
     try:
-        proc = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=args.timeout,
-                              preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        proc = pinned_run(command, env, args)
     except subprocess.TimeoutExpired:
         return [{"error": f"timed out after {args.timeout} s"}]
     results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines()
                if line.startswith("RESULT ")]
     if proc.returncode or not results:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-        results.append({"error": (errors or lines or ["no output"])[-1][:300]})
+        results.append({"error": last_error(proc.stderr)})
     return results
 
 
@@ -284,7 +216,7 @@ def batch_table(results: dict, peak, args) -> list[str]:
                 notes.append(f"{r['while_loops']} while loops")
             if "iterations" in r:
                 notes.append(f"TV solve {r['iterations']} iterations")
-            shape = shape_of(case, dict(base[GROUP[case]], batch=r["batch"]))
+            shape = shape_text(group_of(case), dict(base[group_of(case)], batch=r["batch"]))
             lines.append(f"| {case} | {r['batch']} | {shape} | {1e3 * t:.1f} | {1 / t:.2f} | "
                          f"{r['batch'] / t:.1f} | {ge}{r['flops'] / 1e9:.3f} | "
                          f"{ge}{gflops:.2f} | {pct} | {'; '.join(notes)} |")
@@ -346,10 +278,7 @@ def main() -> None:
         worker(args)
         return
 
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
+    cases = parse_cases(parser, args.cases, CASES)
     devices = [int(x) for x in args.devices.split(",") if x.strip()]
     scales = [float(x) for x in args.batch_scales.split(",") if x.strip()]
     sizes = SIZES[args.sizes]
@@ -363,7 +292,7 @@ def main() -> None:
 
     by_batch, by_devices = {}, {}
     for case in cases:
-        base = sizes[GROUP[case]]["batch"]
+        base = sizes[group_of(case)]["batch"]
         print(f"{case + ' batches':>32}", end=" ", flush=True)
         rows = by_batch[case] = run_worker(case, args, 1, batch_sizes(base, scales))
         print(", ".join(r["error"] if "error" in r else
