@@ -1,13 +1,14 @@
 """Hypergradient cost: implicit differentiation vs unrolling, weighted TV (DLW's lower level).
 
-    .venv/bin/python benchmarks/hypergradient.py [--size 64] [--repeats 5]
+    .venv/bin/python benchmarks/hypergradient.py [--size 64] [--repeats 5] [--linear-solver S]
 
 Problem: a size x size crop of skimage ``camera`` in [0, 1] at (200, 200), Gaussian noise
 sigma = 25/255 (seed 0), DLW-style weights exp(0.5 * N(0, 1)) (seed 1), lam = 0.05, upper
 loss 0.5 * ||x*(y, W, lam) - clean||^2; gradient wrt (y, W, lam); float64.
 Reference: implicit at residual 1e-12. Rows: implicit at forward tolerance tol (half decades
-from 1e-3 to 1e-8) with adjoint tolerance 100 * tol (GMRES; the gradient error follows the
-looser of the two, and a forward step costs a fraction of an adjoint step-VJP), and unrolled
+from 1e-3 to 1e-8) with adjoint tolerance 100 * tol (``--linear-solver``, default the
+adjoint fixed-point iteration ``neumann``; the gradient error follows the looser of the two,
+and a forward step costs a fraction of an adjoint step-VJP), and unrolled
 with K = 20, 100, 500, 1000, 2000 iterations (Rui et al., arXiv 2301.06081, unroll K = 15-20
 ADMM steps).
 Time: median over repeats of the jitted value-and-gradient after one warm-up call. Memory:
@@ -64,16 +65,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--linear-solver", default="neumann",
+                        help="adjoint solver of the implicit rows: neumann, gmres or bicgstab")
     args = parser.parse_args()
     clean, y, weights, lam = problem(args.size)
     inputs = (y, weights, lam)
     reference = hypergradient(clean, tol=1e-12, max_iter=200000, linear_tol=1e-12)
     (_, ref_info), ref_grads = reference(*inputs)
     ref = flat(ref_grads)
-    print(f"weighted TV, {args.size}x{args.size} gray, float64, {jax.devices()[0].platform}; "
+    print(f"weighted TV, {args.size}x{args.size} gray, float64, {jax.devices()[0].platform}, "
+          f"adjoint solver {args.linear_solver}; "
           f"reference: {int(ref_info.iterations)} iterations, residual "
           f"{float(ref_info.residual):.1e}")
-    rows = {f"implicit tol={tol:.0e}": dict(tol=tol, linear_tol=100 * tol, max_iter=200000)
+    rows = {f"implicit tol={tol:.0e}": dict(tol=tol, linear_tol=100 * tol, max_iter=200000,
+                                            linear_solver=args.linear_solver)
             for tol in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8)}
     rows |= {f"unrolled K={k}": dict(max_iter=k, mode="unrolled")
              for k in (20, 100, 500, 1000, 2000)}

@@ -49,11 +49,11 @@ def solve(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
     ``weights`` (None: all ones) and the strengths of ``lam`` (module docstring).
 
     Each image is its own problem (``jax.vmap``): its own stopping rule and, in implicit
-    mode, its own adjoint Krylov solve; the SolverInfo fields have shape (B,). Solved as one
-    problem, the batch's adjoint system is block-diagonal and one GMRES over all of it can
-    need many more iterations than the images' own: the hypergradient of
-    ``benchmarks/run.py``'s ``dlw_hypergrad`` (4 x 64 x 64, weighted TV) took 996 ms jointly
-    and 369 ms per image (8 images: 674 and 628 ms; 2 cores)."""
+    mode, its own adjoint solve; the SolverInfo fields have shape (B,). Solved as one
+    problem, the batch's adjoint system is block-diagonal and one GMRES over all of it
+    (then the adjoint solver) needed many more iterations than the images' own: the
+    hypergradient of ``benchmarks/run.py``'s ``dlw_hypergrad`` (4 x 64 x 64, weighted TV)
+    took 996 ms jointly and 369 ms per image (8 images: 674 and 628 ms; 2 cores)."""
     def one(y, weights):
         x, info = _solve_batch(name, y[None], None if weights is None else weights[None], lam,
                                tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol)
