@@ -30,6 +30,9 @@ from flax import nnx  # noqa: E402
 from configs import dlw as dlw_configs  # noqa: E402
 from jaxden import methods, noise  # noqa: E402
 from jaxden.models import build_model  # noqa: E402
+from jaxden.train import mesh as mesh_lib  # noqa: E402
+from jaxden.train.state import init_state, merge_model  # noqa: E402
+from jaxden.train.step import check_microbatches, make_update_fn  # noqa: E402
 
 
 def smooth_patches(batch, size, bands, seed=0):
@@ -53,17 +56,21 @@ def median_seconds(fn, *args, repeats):
     return statistics.median(times)
 
 
-def breakdown(graphdef, params, clean, config, key, repeats):
-    """Median times of the step's two parts alone, on the noisy batch of a timed step (the
-    loss's noise draw for ``key``): the weight net's forward + backward (a fixed linear
-    read-out of W), and weighted TV with its implicit gradient in W."""
+def breakdown(graphdef, state, clean, config, repeats):
+    """Median times of the step's two parts alone, on one noisy batch of the training noise:
+    the weight net's forward + backward (a fixed linear read-out of W), and weighted TV with
+    its implicit gradient in W."""
     dlw = config.dlw
-    noisy = noise.sample_noise(key, clean, tuple(config.noise.kinds))
-    weights = nnx.merge(graphdef, params)(noisy)
+    noisy = noise.sample_noise(jax.random.key(1), clean, tuple(config.noise.kinds))
+
+    def weight_net(params):
+        return merge_model(graphdef, {"params": params, "rest": state["rest"]})(noisy)
+
+    weights = weight_net(state["params"])
 
     @jax.jit
     def net(params):
-        return jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(noisy) * clean))(params)
+        return jax.grad(lambda p: jnp.sum(weight_net(p) * clean))(params)
 
     @jax.jit
     def lower_level(weights):
@@ -74,7 +81,7 @@ def breakdown(graphdef, params, clean, config, key, repeats):
         return jax.grad(loss)(weights)
 
     print(f"breakdown: weight net forward + backward "
-          f"{median_seconds(net, params, repeats=repeats):.2f} s; weighted TV solve + "
+          f"{median_seconds(net, state['params'], repeats=repeats):.2f} s; weighted TV solve + "
           f"hypergradient in W {median_seconds(lower_level, weights, repeats=repeats):.2f} s")
 
 
@@ -90,6 +97,9 @@ def main() -> None:
                         help="adjoint solve tolerance (configs/dlw.py's dlw.linear_tol)")
     parser.add_argument("--mode", default="implicit")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--microbatches", type=int, default=1,
+                        help="config.microbatches: split the batch into this many parts, one "
+                             "forward/backward at a time (gradient accumulation)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the step's two parts alone: the weight net's forward "
                              "+ backward, and the lower-level solve + its hypergradient in W")
@@ -102,43 +112,35 @@ def main() -> None:
     config.dlw.update(sources=("tv",), tol=args.tol, max_iter=args.max_iter, mode=args.mode,
                       linear_tol=args.linear_tol)
     model = build_model(config.model, in_channels=args.bands, rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(model)
     loss_fn = methods.get("dlw").make_loss(config)
     tx = optax.adam(1e-3)
-
-    @jax.jit
-    def step(params, opt_state, batch, key):
-        def objective(params):
-            return loss_fn(nnx.merge(graphdef, params), batch, key)
-
-        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, {**metrics, "loss": loss}
-
-    batch = {"image": smooth_patches(args.batch, args.size, args.bands)}
-    opt_state = tx.init(params)
-    key = jax.random.key(0)
-    temp_mb = step.lower(params, opt_state, batch, key).compile().memory_analysis(
-    ).temp_size_in_bytes / 2**20
-    params, opt_state, metrics = jax.block_until_ready(step(params, opt_state, batch, key))
+    mesh = mesh_lib.data_mesh()
+    replicated = mesh_lib.replicated(mesh)
+    check_microbatches(args.microbatches, args.batch, mesh.size)
+    graphdef, state = init_state(model, tx)
+    state = jax.device_put(state, replicated)
+    step = make_update_fn(graphdef, loss_fn, tx, 0, jax.tree.map(lambda x: x.sharding, state),
+                          replicated, args.microbatches)
+    batch = mesh_lib.global_batch({"image": smooth_patches(args.batch, args.size, args.bands)},
+                                  mesh_lib.batch_sharded(mesh))
+    temp_mb = step.lower(state, batch).compile().memory_analysis().temp_size_in_bytes / 2**20
+    state, metrics = jax.block_until_ready(step(state, batch))
     times = []
-    for i in range(args.repeats):
+    for _ in range(args.repeats):
         start = time.perf_counter()
-        params, opt_state, metrics = jax.block_until_ready(
-            step(params, opt_state, batch, jax.random.fold_in(key, i + 1)))
+        state, metrics = jax.block_until_ready(step(state, batch))
         times.append(time.perf_counter() - start)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"DLW bilevel step: batch {args.batch}x{args.size}x{args.size}x{args.bands}, "
           f"DLWNet3D depth 4 x 64, weighted TV to residual {args.tol:g} ({args.mode}, "
-          f"adjoint tol {args.linear_tol:g}), "
+          f"adjoint tol {args.linear_tol:g}), {args.microbatches} microbatch(es), "
           f"{jax.device_count()} {jax.default_backend()} device(s)")
     print(f"lower level: {float(metrics['iterations_tv']):.0f} iterations, residual "
           f"{float(metrics['residual_tv']):.1e}; loss {float(metrics['loss']):.5f}")
     print(f"step time median {statistics.median(times):.2f} s over {args.repeats}; XLA temp "
           f"buffers {temp_mb:.0f} MB; process peak RSS {peak_mb:.0f} MB")
     if args.breakdown:
-        breakdown(graphdef, params, batch["image"], config, jax.random.fold_in(key, 1),
-                  args.repeats)
+        breakdown(graphdef, state, batch["image"], config, args.repeats)
     if (args.batch, args.size, args.bands) == (10, 64, 31):
         print(f"vs the authors' PyTorch step (66 s, 5.7 GB, issue 6): "
               f"{66 / statistics.median(times):.1f}x faster, {5.7 * 1024 / peak_mb:.1f}x less "

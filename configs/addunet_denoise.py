@@ -43,6 +43,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     ))
     c.loss = "mse"  # mse | l1
     c.batch_size = 64
+    # Split each batch into this many parts, one forward/backward at a time (gradient
+    # accumulation: same update, about 1/microbatches of the activation memory).
+    c.microbatches = 1
     c.total_steps = 100_000
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="cosine", warmup_steps=1000, end_lr=1e-6,

@@ -73,6 +73,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.loss = "mse"  # L_den: mse | l1
     c.cls_weight = 0.01  # lambda
     c.batch_size = 128
+    # Split each batch into this many parts, one forward/backward at a time (gradient
+    # accumulation: same update, about 1/microbatches of the activation memory).
+    c.microbatches = 1
     c.total_steps = 20_000
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="cosine", warmup_steps=500, end_lr=1e-6,

@@ -69,6 +69,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         dsm_weighting="mse",  # mse: w = 1 | score: w = (25/255 / sigma)^2
     ))
     c.batch_size = 128
+    # Split each batch into this many parts, one forward/backward at a time (gradient
+    # accumulation: same update, about 1/microbatches of the activation memory).
+    c.microbatches = 1
     c.total_steps = 30_000
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="cosine", warmup_steps=500, end_lr=1e-6,

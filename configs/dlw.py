@@ -8,6 +8,9 @@ Rui, Cao, Zhao, Meng, Ng, arXiv 2301.06081 (``jaxden.methods.dlw``), on natural 
 Variants:
 - ``default``: for real hardware: DLWNet depth 5 x 64, 64x64 patches, batch 10, 20k steps.
 - ``quick``: the README table on 2 CPU cores.
+- ``quick_gray``: ``quick`` on grayscale patches, trained through TV alone and evaluated on
+  anisotropic TV too (the channel-coupling models, nuclear norm, LRTV and spectral TV, are
+  degenerate on one channel).
 - ``tiny``: for tests only.
 
 Models (lower levels) by name: tv, tv_aniso, spectral_tv, nuclear, lrtv. ``dlw.sources``
@@ -58,6 +61,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         mode="implicit",  # implicit | unrolled (backprop through max_iter iterations)
     ))
     c.batch_size = 10
+    # Split each batch into this many parts, one forward/backward at a time (gradient
+    # accumulation: same update, about 1/microbatches of the activation memory).
+    c.microbatches = 1
     c.total_steps = 20_000
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="cosine", warmup_steps=200, end_lr=1e-6,
@@ -79,7 +85,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         figure_images=3,
     ))
 
-    if variant == "quick":
+    if variant in ("quick", "quick_gray"):
         c.data.patch_size = 40
         c.model.update(depth=4, features=32)
         c.batch_size = 8
@@ -87,8 +93,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         c.optimizer.update(learning_rate=1e-3, warmup_steps=50)
         c.checkpoint_every_steps = 200
         c.eval_every_steps = 200
-        # The lower-level settings of the quick run in the README (before the defaults above).
-        c.dlw.update(max_iter=500, linear_tol=1e-4)
+        if variant == "quick_gray":
+            c.data.grayscale = True
+            c.dlw.update(sources=("tv",), targets=("tv_aniso",))
     elif variant == "tiny":
         c.data.update(patch_size=12, patches_per_image=4)
         c.model.update(name="dlwnet_tiny", depth=3, features=4)
@@ -102,5 +109,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         c.eval.update(crop=16, max_iter=100, tol=1e-3, val_patches=8, figure_images=1,
                       noise_types=("impulse", "mixed"))
     elif variant != "default":
-        raise ValueError(f"unknown variant {variant!r}; choose default, quick or tiny")
+        raise ValueError(f"unknown variant {variant!r}; choose default, quick, quick_gray or "
+                         "tiny")
     return c

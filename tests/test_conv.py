@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from jaxden.models.conv import (ConvTranspose, conv3d_as_2d, conv3d_function, conv_function,
+from jaxden.models.conv import (ConvTranspose, conv2d_unit_stride, conv3d_as_2d,
+                                conv3d_function, conv_function,
                                 conv_strided_as_matmul, max_pool)
 from jaxden.models.energy import GradResNetTiny
 
@@ -185,6 +186,33 @@ def test_conv3d_as_2d_matches_xla(kernel, padding, features):
                  for f in (ours, xla)]
         for a, b in zip(*grads):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("kernel,padding", [((3, 3), "SAME"), ((2, 3), ((1, 0), (0, 2))),
+                                            ((3, 1), "VALID")])
+def test_conv2d_unit_stride_matches_xla_also_in_a_scan(kernel, padding):
+    """Values and gradients (float64) of ``conv2d_unit_stride`` through ``conv3d_as_2d``'s
+    2-D case, called in a ``lax.scan`` as the trainer's microbatches call it."""
+    with jax.enable_x64():
+        x = jax.random.normal(jax.random.key(0), (2, 3, 6, 7, 3), jnp.float64)
+        w = jax.random.normal(jax.random.key(1), (*kernel, 3, 4), jnp.float64)
+
+        def summed(conv):
+            def loss(x, w):
+                def body(total, xi):
+                    return total + jnp.sum(jnp.sin(conv(xi, w, (1, 1), padding,
+                                                        dimension_numbers=NHWC))), None
+                return jax.lax.scan(body, 0.0, x)[0]
+            return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
+
+        ours, xla = summed(conv3d_as_2d), summed(lax.conv_general_dilated)
+        np.testing.assert_allclose(ours[0], xla[0], rtol=1e-13)
+        for a, b in zip(ours[1], xla[1]):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
+        pads = lax.padtype_to_pads((6, 7), kernel, (1, 1), padding) if isinstance(
+            padding, str) else padding
+        np.testing.assert_array_equal(conv2d_unit_stride(x[0], w, pads), conv3d_as_2d(
+            x[0], w, (1, 1), padding, dimension_numbers=NHWC))
 
 
 def test_conv3d_other_cases_go_to_xla():

@@ -80,6 +80,9 @@ def test_train_on_eight_devices_and_evaluate(tmp_path):
     with open(tmp_path / "eval" / "results.json") as f:
         results = json.load(f)
     assert len(results["rows"]) == 4  # 2 noise types x (1 source + 1 target)
+    splits = results["weight_on_hit_vs_rest"]
+    assert set(splits) == {"impulse", "mixed"} and "| impulse | " in markdown
+    assert all(v > 0 for split in splits.values() for pair in split.values() for v in pair)
     for row in results["rows"]:
         assert set(row["scores"]) == {"noisy", "unweighted", "hand-made", "DLW"}
         assert all(np.isfinite(v[0]) for v in row["scores"].values())

@@ -30,8 +30,18 @@ def _images(config) -> tuple[list[str], jax.Array]:
 
 
 def _noisy(kind: str, clean, seed: int):
+    """(noisy, mask of the entries hit by impulses, stripes or dead columns)."""
     key = jax.random.fold_in(jax.random.key(seed), sorted(noise.NOISE_TYPES).index(kind))
-    return noise.NOISE_TYPES[kind](key, clean)
+    noisy, info = noise.NOISE_TYPES[kind](key, clean, return_info=True)
+    return noisy, np.asarray(info["mask"])
+
+
+def _weight_split(w, mask) -> tuple[float, float]:
+    """Mean weight on the corrupted entries and on the others of the same (image, channel)
+    planes: how strongly a weighting singles out what the noise hit."""
+    w = np.asarray(w)
+    hit_planes = np.broadcast_to(mask.any(axis=(1, 2), keepdims=True), mask.shape)
+    return float(w[mask].mean()), float(w[hit_planes & ~mask].mean())
 
 
 def _scores(x, clean):
@@ -51,11 +61,13 @@ def evaluate_dlw(model, config, workdir: str, step: int) -> str:
                                                  max_iter=e.max_iter), static_argnums=0)
     models = [(m, "source") for m in d.sources] + [(m, "unseen") for m in d.targets
                                                     if m not in d.sources]
-    rows, figure_rows, solver_stats = [], [], []
+    rows, figure_rows, solver_stats, splits = [], [], [], {}
     for kind in e.noise_types:
-        noisy = _noisy(kind, clean, e.seed)
+        noisy, mask = _noisy(kind, clean, e.seed)
         weights = {"unweighted": None, "hand-made": robust_weights(noisy),
                    "DLW": weight_net(state, noisy)}
+        if mask.any():
+            splits[kind] = {w: _weight_split(weights[w], mask) for w in ("hand-made", "DLW")}
         noisy_scores = _scores(noisy, clean)
         for m, role in models:
             cells = {"noisy": noisy_scores}
@@ -83,13 +95,22 @@ def evaluate_dlw(model, config, workdir: str, step: int) -> str:
     for r in rows:
         cells = " | ".join(f"{r['scores'][c][0]:.2f} / {r['scores'][c][1]:.4f}" for c in columns)
         lines.append(f"| {r['noise']} | {r['model']} ({r['role']}) | {cells} |")
+    if splits:
+        lines += ["", "Mean weight on the entries the noise hit (impulses, stripes, dead "
+                  "columns) / on the other entries of the same channels of the same images:",
+                  "", "| noise | hand-made | DLW |", "|---|---|---|"]
+        lines += [f"| {kind} | " + " | ".join(f"{hit:.3f} / {rest:.3f}" for hit, rest in
+                                              split.values()) + " |"
+                  for kind, split in splits.items()]
     worst = max(solver_stats, key=lambda s: s[3])
     lines += ["", f"Largest final solver residual: {worst[3]:.2e} ({worst[1]}, {worst[0]}, "
-              f"{worst[2]}, {worst[4]} iterations). Weight maps: weights.png."]
+              f"{worst[2]}, {worst[4]} iterations). Weight maps (minimum over channels): "
+              f"weights.png."]
     markdown = "\n".join(lines)
     outdir = os.path.join(workdir, "eval")
     save_markdown_and_json(outdir, markdown, {
         "step": step, "images": names, "rows": rows,
+        "weight_on_hit_vs_rest": splits,
         "solver": [dict(zip(("noise", "model", "weighting", "residual", "iterations"), s))
                    for s in solver_stats]})
     if jax.process_index() == 0 and e.figure_images:
@@ -99,7 +120,11 @@ def evaluate_dlw(model, config, workdir: str, step: int) -> str:
 
 
 def _weight_figure(figure_rows, clean, n_images, model, path):
-    """Per noise type and image: clean, noisy, hand-made W, DLW W, DLW-weighted solution."""
+    """Per noise type and image: clean, noisy, hand-made W, DLW W, DLW-weighted solution.
+
+    A weight map shows the minimum over channels: a corruption of one channel (a dead column
+    in one band) shows there, where the channel mean can hide it (weight moved to the
+    healthy channels of the same pixels raised it)."""
     import matplotlib.pyplot as plt
 
     n = min(n_images, len(clean))
@@ -109,12 +134,14 @@ def _weight_figure(figure_rows, clean, n_images, model, path):
         for i in range(n):
             row = axes[r * n + i]
             panels = [(clean[i], "clean", False), (noisy[i], f"{kind}", False),
-                      (weights["hand-made"][i], "hand-made W", True),
-                      (weights["DLW"][i], "DLW W", True), (x[i], f"{model}, DLW W", False)]
+                      (weights["hand-made"][i], "hand-made W (channel min)", True),
+                      (weights["DLW"][i], "DLW W (channel min)", True),
+                      (x[i], f"{model}, DLW W", False)]
             for ax, (img, title, is_weight) in zip(row, panels):
                 img = np.asarray(img)
                 if is_weight:
-                    ax.imshow(img.mean(-1), cmap="magma", vmin=0,
+                    img = img.min(-1)
+                    ax.imshow(img, cmap="magma", vmin=0,
                               vmax=max(float(np.percentile(img, 99)), 1e-6))
                 else:
                     img = np.clip(img, 0, 1)

@@ -26,7 +26,7 @@ from jaxden.train.optim import make_optimizer
 from jaxden.train.plugin import Method
 from jaxden.train.preemption import PreemptionNotice
 from jaxden.train.state import abstract_like, init_state, merge_model, param_count
-from jaxden.train.step import make_update_fn
+from jaxden.train.step import check_microbatches, make_update_fn
 
 
 DIVERGENCE_SIGNALS = ("loss", "grad_norm")
@@ -93,6 +93,8 @@ def train(
     mesh = mesh or mesh_lib.data_mesh()
     replicated, data_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)
     mesh_lib.check_batch_size(config.batch_size, mesh)
+    microbatches = config.get("microbatches", 1)
+    check_microbatches(microbatches, config.batch_size, mesh.size)
     # The data first: a bad dataset fails in seconds, before compiling, and leaves an existing
     # run as it was.
     data = method.train_data(config, jax.process_index(), jax.process_count())
@@ -100,7 +102,7 @@ def train(
 
     graphdef, state, tx, schedule = _initial_state(method, config, replicated)
     update = make_update_fn(graphdef, method.make_loss(config), tx, config.seed,
-                            jax.tree.map(lambda x: x.sharding, state), replicated)
+                            jax.tree.map(lambda x: x.sharding, state), replicated, microbatches)
     log = MetricsLog(workdir, enabled=is_chief)
     total = config.total_steps
 
