@@ -1,15 +1,18 @@
 """One full DLW bilevel training step in the authors' setting (issue 6, item 7).
 
     .venv/bin/python benchmarks/dlw_step.py [--batch 10] [--size 64] [--bands 31] [--repeats 3]
+        [--microbatches M] [--breakdown]
 
 Rui et al., arXiv 2301.06081, code ``xyrui/DLWnet``: batch 10 of 31-band 64x64 patches, the
 band-aware 3-D weight net (``DLWNet3D``: depth 4, 64 features), weighted TV lower level, Adam.
 Reference figures quoted in the issue for the authors' PyTorch step (3-D net + 20 unrolled ADMM
-iterations) on a 2-core CPU: about 66 s and 5.7 GB peak memory. Here: the jitted step of
-the DLW loss (forward, lower level to a relative residual ``--tol``, implicit hypergradient,
-Adam update) on random smooth 31-band patches with the authors' training noise ("impulse"),
-median wall time over repeats after one warm-up step; memory: XLA's temporary buffers of the
-compiled step (``memory_analysis``) and the process's peak resident set size.
+iterations) on a 2-core CPU: about 66 s and 5.7 GB peak memory. Here: the trainer's jitted
+step (``jaxden.train.step.make_update_fn``: the DLW loss with the lower level solved to a
+relative residual ``--tol``, its implicit hypergradient, Adam; ``--microbatches`` as
+``config.microbatches``) on random smooth 31-band patches with the authors' training noise
+("impulse"), median wall time over repeats after one warm-up step; memory: XLA's temporary
+buffers of the compiled step (``memory_analysis``) and the process's peak resident set size.
+Run one setting per process: the peak resident set size is the process's.
 """
 
 import argparse
