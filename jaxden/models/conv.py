@@ -91,6 +91,13 @@ def conv_function(impl: str):
     return conv_strided_as_matmul if _resolve(impl) == "matmul" else lax.conv_general_dilated
 
 
+def conv2d_function(impl: str = "auto"):
+    """The ``conv_general_dilated`` for unit-stride 2-D convolutions whose gradients must run
+    fast inside loops (``conv2d_unit_stride``): "matmul" (``conv3d_as_2d``, which sends them
+    there), "xla", or "auto" (``conv3d_as_2d`` on CPU only, as for ``conv_function``)."""
+    return conv3d_function(impl)
+
+
 def conv3d_function(impl: str = "auto"):
     """The ``conv_general_dilated`` for 3-D convolutions: "matmul" (``conv3d_as_2d``),
     "xla", or "auto" (``conv3d_as_2d`` on CPU only, as for ``conv_function``)."""
@@ -165,7 +172,7 @@ def max_pool(x, window: int = 2):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv2d_unit_stride(x, w, padding, precision=None, preferred_element_type=None):
     """``lax.conv_general_dilated(x, w, (1, 1), padding)`` in NHWC/HWIO (``padding`` a pair of
-    (low, high) pairs) whose kernel gradient is written as a forward convolution.
+    (low, high) pairs) whose input and kernel gradients are written as forward convolutions.
 
     The kernel gradient dW[a, b, i, o] = sum_{n, h, w} xpad[n, h + a, w + b, i] g[n, h, w, o]
     is the convolution of xpad, read as a batch of C_in one-channel images with N features,
@@ -173,8 +180,11 @@ def conv2d_unit_stride(x, w, padding, precision=None, preferred_element_type=Non
     convolution. Why: in a while-loop body (``lax.scan``, e.g. the trainer's microbatches)
     XLA:CPU (jaxlib 0.10.2) left autodiff's kernel gradient in its transposed layout
     (dim_labels f01b_i01o->01bf) on a slow generic path: a 64 -> 64 3x3 convolution's
-    gradient on 62 x 64 x 64 took 57.5 s in a 2-step scan, 0.66 s written this way. Values
-    and derivatives agree with XLA's (``tests/test_conv.py``); reverse mode only.
+    gradient on 62 x 64 x 64 took 57.5 s in a 2-step scan, 0.66 s written this way; the input
+    gradient (kernel dims "01oi") ran about 10x slower in a loop too (AddUNet step in 2
+    parts). The input gradient is the full correlation of the output gradient with the
+    flipped kernel, its in/out axes swapped. Values and derivatives agree with XLA's
+    (``tests/test_conv.py``); reverse mode only.
     """
     return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC,
                                     precision=precision,
@@ -187,8 +197,13 @@ def _conv2d_fwd(x, w, padding, precision, preferred_element_type):
 
 def _conv2d_bwd(padding, precision, preferred_element_type, residuals, g):
     x, w = residuals
-    dx = jax.vjp(lambda x: lax.conv_general_dilated(
-        x, w, (1, 1), padding, dimension_numbers=_NHWC, precision=precision), x)[1](g)[0]
+    (kh, kw), ((h0, h1), (w0, w1)) = w.shape[:2], padding
+    # dx: the full correlation of g with the flipped kernel, in/out swapped (a forward
+    # convolution too: autodiff's own form, kernel dims "01oi", was 10x slower in a loop)
+    dx = lax.conv_general_dilated(
+        g, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)), (1, 1),
+        ((kh - 1 - h0, kh - 1 - h1), (kw - 1 - w0, kw - 1 - w1)), dimension_numbers=_NHWC,
+        precision=precision)
     sharding = jax.typeof(x).sharding  # an explicit batch sharding: the sum over the batch
     mesh = getattr(sharding, "mesh", None)  # gives a replicated kernel gradient
     replicated = (None if mesh is None or mesh.empty or not any(sharding.spec)
