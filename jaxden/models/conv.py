@@ -181,8 +181,8 @@ def conv2d_unit_stride(x, w, padding, precision=None, preferred_element_type=Non
     XLA:CPU (jaxlib 0.10.2) left autodiff's kernel gradient in its transposed layout
     (dim_labels f01b_i01o->01bf) on a slow generic path: a 64 -> 64 3x3 convolution's
     gradient on 62 x 64 x 64 took 57.5 s in a 2-step scan, 0.66 s written this way; the input
-    gradient (kernel dims "01oi") ran about 10x slower in a loop too (AddUNet step in 2
-    parts). The input gradient is the full correlation of the output gradient with the
+    gradient (kernel dims "01oi") was slow in a loop too (one core: four of AddUNet's took
+    0.5 s each in a 2-part loop, where its whole step takes 0.33 s). The input gradient is the full correlation of the output gradient with the
     flipped kernel, its in/out axes swapped. Values and derivatives agree with XLA's
     (``tests/test_conv.py``); reverse mode only.
     """
@@ -199,7 +199,7 @@ def _conv2d_bwd(padding, precision, preferred_element_type, residuals, g):
     x, w = residuals
     (kh, kw), ((h0, h1), (w0, w1)) = w.shape[:2], padding
     # dx: the full correlation of g with the flipped kernel, in/out swapped (a forward
-    # convolution too: autodiff's own form, kernel dims "01oi", was 10x slower in a loop)
+    # convolution too: autodiff's own form, kernel dims "01oi", was slow in a loop)
     dx = lax.conv_general_dilated(
         g, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)), (1, 1),
         ((kh - 1 - h0, kh - 1 - h1), (kw - 1 - w0, kw - 1 - w1)), dimension_numbers=_NHWC,
