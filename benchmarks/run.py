@@ -604,6 +604,22 @@ def targets(results, hypergradient) -> str:
     return "\n".join(lines)
 
 
+def load_and_wall(load_before, load_after, started: float) -> str:
+    """The header's load averages (1, 5, 15 min) around the run and its wall time."""
+    return (f"load average (1, 5, 15 min) before {tuple(round(x, 2) for x in load_before)}, "
+            f"after {tuple(round(x, 2) for x in load_after)}; wall time "
+            f"{time.time() - started:.0f} s")
+
+
+def emit(text: str, out: str | None) -> None:
+    """Print the report, and write it to ``out`` when given."""
+    print()
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -684,19 +700,13 @@ def main() -> None:
         f"per framework (same cores), {platform.system()} {platform.release()}; JAX "
         f"devices {args.jax_devices} (train steps shard their batch over them)",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- Median of {args.repeats} calls after the first call and 2 warm-up calls; load "
-        f"average (1, 5, 15 min) before {tuple(round(x, 2) for x in load_before)}, after "
-        f"{tuple(round(x, 2) for x in load_after)}; wall time {time.time() - started:.0f} s",
+        f"- Median of {args.repeats} calls after the first call and 2 warm-up calls; "
+        + load_and_wall(load_before, load_after, started),
     ]
-    text = ("\n".join(header) + "\n\n" + tables(results, args, sizes) + "\n\nTargets "
-            "(issue 9; ratios of the medians above, hypergradient rows from "
-            "`benchmarks/hypergradient.py` run in this command):\n\n"
-            + targets(results, hypergradient) + "\n")
-    print()
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit("\n".join(header) + "\n\n" + tables(results, args, sizes) + "\n\nTargets "
+         "(issue 9; ratios of the medians above, hypergradient rows from "
+         "`benchmarks/hypergradient.py` run in this command):\n\n"
+         + targets(results, hypergradient) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
-from benchmarks.run import (SIZES, cpu_model, group_of, last_error,  # noqa: E402
-                            parse_cases, pinned_run, shape_text, train_parts, versions)
+from benchmarks.run import (SIZES, cpu_model, emit, group_of, last_error,  # noqa: E402
+                            load_and_wall, parse_cases, pinned_run, shape_text, train_parts,
+                            versions)
 
 CASES = ("addunet_train", "energy_ce_step", "dsm_step", "dlw_hypergrad")
 
@@ -317,18 +318,11 @@ def main() -> None:
         f"{platform.system()} {platform.release()}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- Shapes: run.py's `{args.sizes}` sizes; median of {args.repeats} steps after the "
-        f"first call and 2 warm-up calls; load average (1, 5, 15 min) before "
-        f"{tuple(round(x, 2) for x in load_before)}, after "
-        f"{tuple(round(x, 2) for x in load_after)}; wall time {time.time() - started:.0f} s",
+        f"first call and 2 warm-up calls; " + load_and_wall(load_before, load_after, started),
     ]
-    text = "\n".join(header + [""] + matmul_table(mm, args) + [""]
-                     + batch_table(by_batch, peak, args) + [""]
-                     + device_table(by_devices, args)) + "\n"
-    print()
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit("\n".join(header + [""] + matmul_table(mm, args) + [""]
+                    + batch_table(by_batch, peak, args) + [""]
+                    + device_table(by_devices, args)) + "\n", args.out)
 
 
 if __name__ == "__main__":
