@@ -67,6 +67,24 @@ def test_unknown_model_names_the_choices():
         dlw.DLW().make_loss(config)
 
 
+def test_upper_losses_against_numpy():
+    """"mse": the batch MSE; "log_mse": the mean over patches of log(patch MSE), so that a
+    patch (or a model) with 100x the error weighs no more than others."""
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(size=(3, 5, 4, 2))
+    scale = np.array([1.0, 10.0, 0.1])[:, None, None, None]
+    x = clean + scale * rng.normal(size=clean.shape)
+    per_patch = ((x - clean) ** 2).reshape(3, -1).mean(axis=1)
+    np.testing.assert_allclose(dlw.upper_loss(jnp.asarray(x), jnp.asarray(clean), "mse"),
+                               per_patch.mean(), rtol=1e-5)
+    np.testing.assert_allclose(dlw.upper_loss(jnp.asarray(x), jnp.asarray(clean), "log_mse"),
+                               np.log(per_patch).mean(), rtol=1e-5)
+    config = dlw_configs.get_config("tiny")
+    config.dlw.upper_loss = "psnr"
+    with pytest.raises(ValueError, match="config.dlw.upper_loss='psnr': choose one of"):
+        dlw.DLW().make_loss(config)
+
+
 def test_train_on_eight_devices_and_evaluate(tmp_path):
     config = dlw_configs.get_config("tiny")
     experiment.train_and_evaluate(config, str(tmp_path))
