@@ -57,7 +57,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         blocks_per_stage=2,
         groups=8,
         sigma_conditioning=True,
-        conv_impl="auto",  # stride-2 convs: auto | xla | matmul (faster DSM steps on CPU)
+        conv_impl="auto",  # auto | xla | matmul (faster DSM steps and microbatches on CPU)
     ))
     c.log_joint_scale = "eps"  # eps: f = g * H * W / sigma | none: f = g
     c.loss = ml_collections.ConfigDict(dict(

@@ -62,7 +62,7 @@ def test_matches_xla_to_second_order(hw, kernel, padding, strides):
                                    rtol=1e-11, atol=1e-10)
 
 
-def test_unit_stride_and_other_layouts_go_to_xla():
+def test_unit_stride_and_other_layouts_match_xla():
     x = jnp.ones((1, 6, 6, 2))
     w = jnp.ones((3, 3, 2, 4))
     np.testing.assert_array_equal(_matmul(x, w, (1, 1), "SAME"), _xla(x, w, (1, 1), "SAME"))
@@ -213,6 +213,31 @@ def test_conv2d_unit_stride_matches_xla_also_in_a_scan(kernel, padding):
             padding, str) else padding
         np.testing.assert_array_equal(conv2d_unit_stride(x[0], w, pads), conv3d_as_2d(
             x[0], w, (1, 1), padding, dimension_numbers=NHWC))
+
+
+def _unit_stride(x, w, strides, padding):
+    return conv3d_as_2d(x, w, strides, padding, dimension_numbers=NHWC)
+
+
+@pytest.mark.parametrize("kernel,padding", [((3, 3), "SAME"), ((2, 3), ((1, 0), (0, 2)))])
+def test_conv2d_unit_stride_second_order_matches_xla(kernel, padding):
+    """The double backprop of score matching (d/dw of a squared input gradient) and the
+    second derivative in x (d/dx of the same), float64: the custom VJP's own derivatives."""
+    with jax.enable_x64():
+        x = jax.random.normal(jax.random.key(0), (2, 6, 7, 3), jnp.float64)
+        w = jax.random.normal(jax.random.key(1), (*kernel, 3, 4), jnp.float64)
+        np.testing.assert_allclose(_second_order(_unit_stride, x, w, (1, 1), padding),
+                                   _second_order(_xla, x, w, (1, 1), padding),
+                                   rtol=1e-11, atol=1e-10)
+
+        def input_grad_norm(conv):
+            def f(x):
+                return jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w, (1, 1), padding))))(
+                    x) ** 2)
+            return jax.grad(f)(x)
+
+        np.testing.assert_allclose(input_grad_norm(_unit_stride), input_grad_norm(_xla),
+                                   rtol=1e-11, atol=1e-10)
 
 
 def test_conv3d_other_cases_go_to_xla():

@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+from jaxden.models import GradResNetTiny
 from jaxden.train import mesh as mesh_lib
 from jaxden.train.state import init_state
 from jaxden.train.step import check_microbatches, make_update_fn, split_microbatches
@@ -29,18 +30,31 @@ def _loss(model, batch, key):
     return jnp.mean(error ** 2), {"max_error": jnp.max(jnp.abs(error))}
 
 
-def _one_update(microbatches):
+def _dsm_like_loss(model, batch, key):
+    """A double backprop through a GradResNet (its convolutions' custom VJPs on CPU):
+    the squared Tweedie-style residual of its input gradient."""
+    del key
+    y = batch["x"]
+
+    def energy(y):
+        return jnp.sum(jax.nn.logsumexp(model(y), axis=-1))
+
+    denoised = y + jax.grad(energy)(y)
+    return jnp.mean((denoised - batch["y"]) ** 2), {}
+
+
+def _one_update(microbatches, model=None, loss=_loss, shapes=((3,), (2,)), learning_rate=0.1):
     mesh = mesh_lib.data_mesh()
     replicated = mesh_lib.replicated(mesh)
-    tx = optax.sgd(0.1)
-    graphdef, state = init_state(_Net(nnx.Rngs(0)), tx)
+    tx = optax.sgd(learning_rate)
+    graphdef, state = init_state(model or _Net(nnx.Rngs(0)), tx)
     state = jax.device_put(state, replicated)
-    update = make_update_fn(graphdef, _loss, tx, 0, jax.tree.map(lambda x: x.sharding, state),
+    update = make_update_fn(graphdef, loss, tx, 0, jax.tree.map(lambda x: x.sharding, state),
                             replicated, microbatches)
     rng = np.random.default_rng(0)
     batch = mesh_lib.global_batch(
-        {"x": rng.standard_normal((BATCH, 3), np.float32),
-         "y": rng.standard_normal((BATCH, 2), np.float32)},
+        {"x": rng.standard_normal((BATCH, *shapes[0]), np.float32),
+         "y": rng.standard_normal((BATCH, *shapes[1]), np.float32)},
         mesh_lib.batch_sharded(mesh))
     state, metrics = update(state, batch)
     return jax.device_get(state["params"]), jax.device_get(metrics)
@@ -55,6 +69,25 @@ def test_accumulated_update_equals_the_whole_batch():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  parts, whole)
     assert m_parts["max_error"] < m_whole["max_error"]  # the mean of the parts' maxima
+
+
+def test_double_backprop_through_gradresnet_in_parts_equals_the_whole_batch():
+    """GradResNet's convolutions (``conv_impl="matmul"``: custom VJPs whose gradients are
+    convolutions again) under the batch-sharded mesh, in a microbatch loop, differentiated
+    twice: the same update as the whole batch and as XLA's own convolutions."""
+    def step(microbatches, impl, learning_rate=1.0):  # the parameters' change: -gradient
+        model = GradResNetTiny(1, num_classes=3, conv_impl=impl, rngs=nnx.Rngs(0))
+        params = _one_update(microbatches, model, _dsm_like_loss, ((6, 5, 1), (6, 5, 1)),
+                             learning_rate)[0]
+        return jax.tree.map(jnp.subtract, params, init)
+
+    init = _one_update(1, GradResNetTiny(1, num_classes=3, conv_impl="xla", rngs=nnx.Rngs(0)),
+                       _dsm_like_loss, ((6, 5, 1), (6, 5, 1)), 0.0)[0]
+    reference = step(1, "xla")
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(reference)) > 1e-4
+    for microbatches in (1, 2):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-8),
+                     step(microbatches, "matmul"), reference)
 
 
 def test_split_keeps_rows_on_their_device():

@@ -2,19 +2,20 @@
 parameters as XLA's and flax's (``tests/test_conv.py`` checks values and derivatives).
 
 - ``conv_strided_as_matmul``: strided convolutions as im2col matrix products, for networks
-  trained by double backpropagation (below).
+  trained by double backpropagation (below), and unit-stride ones by ``conv2d_unit_stride``.
 - ``ConvTranspose``: the U-Net's non-overlapping transposed convolution as one matmul.
 - ``max_pool``: max-pooling as elementwise maxima of strided slices.
 - ``conv3d_as_2d``: unit-stride 3-D convolutions as 2-D ones (DLWNet3D), through
-  ``conv2d_unit_stride``, whose kernel gradient runs fast inside loops (microbatches).
+  ``conv2d_unit_stride``, whose gradients of every order are forward convolutions, which run
+  fast inside loops (the trainer's microbatches).
 
 Each is chosen by an ``impl`` of "auto" (the rewrite on CPU only; XLA's own operation on
 GPU/TPU, whose convolution libraries have none of these slow paths), "matmul" or "xla".
 ``benchmarks/profile_ops.py`` shows the slow paths; BENCHMARKS.md has the before/after times.
 
 ``conv_strided_as_matmul`` is a drop-in for ``lax.conv_general_dilated`` (pass it to
-``nnx.Conv(conv_general_dilated=...)``). Unit-stride convolutions go to XLA unchanged. A
-strided one (e.g. a stride-2 3x3 or 1x1 downsampling conv) is computed as im2col: the k*k
+``nnx.Conv(conv_general_dilated=...)``). Unit-stride NHWC convolutions go to
+``conv2d_unit_stride``, other layouts to XLA unchanged. A strided one (e.g. a stride-2 3x3 or 1x1 downsampling conv) is computed as im2col: the k*k
 strided slices of the padded input are concatenated on the channel axis and multiplied by the
 (k*k*C_in, C_out) kernel matrix. This is the same linear map, so values and derivatives of
 every order agree with XLA's convolution to rounding (float64 tests).
@@ -54,10 +55,11 @@ def conv_strided_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None,
                            precision=None, **kwargs):
     """``lax.conv_general_dilated`` with the same arguments; strided NHWC/HWIO convolutions
     (no dilation, one feature group) are computed as im2col matrix products (module
-    docstring), everything else by ``lax.conv_general_dilated`` itself."""
+    docstring), unit-stride ones by ``conv2d_unit_stride``, everything else by
+    ``lax.conv_general_dilated`` itself."""
     strides = tuple(window_strides)
-    if strides == (1, 1) or not _is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation,
-                                               dimension_numbers, feature_group_count):
+    if not _is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                          feature_group_count):
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
@@ -65,6 +67,9 @@ def conv_strided_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None,
     kh, kw, c_in, c_out = rhs.shape
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), strides, padding)
+    if strides == (1, 1):
+        return conv2d_unit_stride(lhs, rhs, tuple(tuple(p) for p in padding), precision,
+                                  kwargs.get("preferred_element_type"))
     x = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
     sh, sw = strides
     ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
@@ -169,10 +174,26 @@ def max_pool(x, window: int = 2):
     return functools.reduce(jnp.maximum, slices)
 
 
+def _conv_out_sharding(x, w):
+    """The output sharding of an NHWC/HWIO convolution of x by w under an explicit mesh
+    (``jax.make_mesh`` with explicit axes, as the trainer's): batch as x's, features as w's
+    outputs, and replicated where the contracted axis (x's features, w's inputs) is sharded,
+    e.g. the kernel gradient's sum over a sharded batch; None without a mesh."""
+    x_sharding, w_sharding = jax.typeof(x).sharding, jax.typeof(w).sharding
+    mesh = getattr(x_sharding, "mesh", None)
+    if mesh is None or mesh.empty or not (any(x_sharding.spec) or any(w_sharding.spec)):
+        return None
+    x_spec = tuple(x_sharding.spec) + (None,) * (4 - len(x_sharding.spec))
+    w_spec = tuple(w_sharding.spec) + (None,) * (4 - len(w_sharding.spec))
+    return jax.sharding.NamedSharding(mesh, jax.P(x_spec[0], None, None, w_spec[3]))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv2d_unit_stride(x, w, padding, precision=None, preferred_element_type=None):
     """``lax.conv_general_dilated(x, w, (1, 1), padding)`` in NHWC/HWIO (``padding`` a pair of
-    (low, high) pairs) whose input and kernel gradients are written as forward convolutions.
+    (low, high) pairs) whose input and kernel gradients are written as forward convolutions,
+    by this function again, so that derivatives of every order (a double backprop) keep the
+    form.
 
     The kernel gradient dW[a, b, i, o] = sum_{n, h, w} xpad[n, h + a, w + b, i] g[n, h, w, o]
     is the convolution of xpad, read as a batch of C_in one-channel images with N features,
@@ -182,13 +203,20 @@ def conv2d_unit_stride(x, w, padding, precision=None, preferred_element_type=Non
     (dim_labels f01b_i01o->01bf) on a slow generic path: a 64 -> 64 3x3 convolution's
     gradient on 62 x 64 x 64 took 57.5 s in a 2-step scan, 0.66 s written this way; the input
     gradient (kernel dims "01oi") was slow in a loop too (one core: four of AddUNet's took
-    0.5 s each in a 2-part loop, where its whole step takes 0.33 s). The input gradient is the full correlation of the output gradient with the
-    flipped kernel, its in/out axes swapped. Values and derivatives agree with XLA's
+    0.5 s each in a 2-part loop, where its whole step takes 0.33 s). The input gradient is
+    the full correlation of the output gradient with the flipped kernel, its in/out axes
+    swapped. Both are computed by this function, so a double backprop (score matching)
+    differentiates forward convolutions again: with autodiff's second-order forms instead,
+    GradResNet's DSM step was 20% slower; this way its CE step in 2 microbatches takes
+    25.7 ms against 268.9 ms with XLA's own convolutions, its DSM step 70.3 against 540 ms,
+    and the whole-batch steps are unchanged (DSM: 83.6 against 85.2 ms, mean of the medians of
+    three alternating runs; 2 threads). Values and derivatives agree with XLA's
     (``tests/test_conv.py``); reverse mode only.
     """
     return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC,
                                     precision=precision,
-                                    preferred_element_type=preferred_element_type)
+                                    preferred_element_type=preferred_element_type,
+                                    out_sharding=_conv_out_sharding(x, w))
 
 
 def _conv2d_fwd(x, w, padding, precision, preferred_element_type):
@@ -198,20 +226,12 @@ def _conv2d_fwd(x, w, padding, precision, preferred_element_type):
 def _conv2d_bwd(padding, precision, preferred_element_type, residuals, g):
     x, w = residuals
     (kh, kw), ((h0, h1), (w0, w1)) = w.shape[:2], padding
-    # dx: the full correlation of g with the flipped kernel, in/out swapped (a forward
-    # convolution too: autodiff's own form, kernel dims "01oi", was slow in a loop)
-    dx = lax.conv_general_dilated(
-        g, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)), (1, 1),
-        ((kh - 1 - h0, kh - 1 - h1), (kw - 1 - w0, kw - 1 - w1)), dimension_numbers=_NHWC,
-        precision=precision)
-    sharding = jax.typeof(x).sharding  # an explicit batch sharding: the sum over the batch
-    mesh = getattr(sharding, "mesh", None)  # gives a replicated kernel gradient
-    replicated = (None if mesh is None or mesh.empty or not any(sharding.spec)
-                  else jax.sharding.NamedSharding(mesh, jax.P()))
-    dw = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)),
-                                  (1, 1), padding, dimension_numbers=_NHWC, precision=precision,
-                                  out_sharding=replicated)
-    return dx.astype(x.dtype), jnp.transpose(dw, (1, 2, 0, 3)).astype(w.dtype)
+    g = g.astype(x.dtype)
+    dx = conv2d_unit_stride(g, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)),
+                            ((kh - 1 - h0, kh - 1 - h1), (kw - 1 - w0, kw - 1 - w1)), precision)
+    dw = conv2d_unit_stride(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)),
+                            padding, precision)
+    return dx, jnp.transpose(dw, (1, 2, 0, 3)).astype(w.dtype)
 
 
 conv2d_unit_stride.defvjp(_conv2d_fwd, _conv2d_bwd)

@@ -53,7 +53,8 @@ class PreActBlock(nnx.Module):
         self.conv1 = nnx.Conv(in_features, features, (3, 3), strides=stride, padding="SAME",
                               conv_general_dilated=conv, rngs=rngs)
         self.norm2 = _group_norm(features, groups, rngs)
-        self.conv2 = nnx.Conv(features, features, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = nnx.Conv(features, features, (3, 3), padding="SAME",
+                              conv_general_dilated=conv, rngs=rngs)
         if stride != 1 or in_features != features:
             self.shortcut = nnx.Conv(in_features, features, (1, 1), strides=stride,
                                      padding="SAME", conv_general_dilated=conv, rngs=rngs)
@@ -99,9 +100,11 @@ class GradResNet(nnx.Module):
       blocks_per_stage: residual blocks in every stage.
       groups: GroupNorm groups; a norm over `features` channels uses gcd(features, groups).
       sigma_conditioning: add the log(sigma + 1e-3) input channel (then `sigma` is required).
-      conv_impl: how the stride-2 convolutions run: "xla", "matmul" (im2col matrix products,
-        much faster for the double backprop on XLA:CPU; `jaxden.models.conv`) or "auto"
-        (matmul on CPU, XLA elsewhere). The same parameters and function either way.
+      conv_impl: how the convolutions run: "xla", "matmul" (stride-2 ones as im2col matrix
+        products, unit-stride ones with gradients of every order written as forward
+        convolutions: much faster for the double backprop and in the trainer's microbatch
+        loop on XLA:CPU; `jaxden.models.conv`) or "auto" (matmul on CPU, XLA elsewhere).
+        The same parameters and function either way.
       rngs: the `nnx.Rngs` for parameter initialisation.
     """
 
@@ -135,7 +138,7 @@ class GradResNet(nnx.Module):
         self.widths = widths
         self.sigma_conditioning = sigma_conditioning
         self.stem = nnx.Conv(in_channels + int(sigma_conditioning), widths[0], (3, 3),
-                             padding="SAME", rngs=rngs)
+                             padding="SAME", conv_general_dilated=conv, rngs=rngs)
         stages = []
         for s, width in enumerate(widths):
             in_features = widths[max(s - 1, 0)]
