@@ -16,6 +16,9 @@ directory per subprocess). Memory: the subprocess's peak resident set
 case's working memory, compilation included). The DSM step is a double backward, which
 ``torch.compile`` does not support: its row says so.
 
+``--microbatches M`` runs the train steps as ``config.microbatches = M`` does (gradient
+accumulation over M parts in a ``lax.scan``) and PyTorch's as M backward passes of the parts
+before one optimiser step.
 ``--jax-devices N`` gives JAX N simulated CPU devices (``JAX_NUM_CPU_DEVICES``): the train steps
 then shard their batch over them (the trainer's data parallelism) and XLA runs the shards in
 parallel, one per core, where one device's intra-op threading leaves cores idle; the other
@@ -240,7 +243,8 @@ def jax_case(case: str, sizes: dict, opts: dict):
         graphdef, state = init_state(model, tx)
         state = jax.device_put(state, replicated)
         update = make_update_fn(graphdef, loss_fn, tx, 0,
-                                jax.tree.map(lambda x: x.sharding, state), replicated)
+                                jax.tree.map(lambda x: x.sharding, state), replicated,
+                                opts["microbatches"])
         batch = mesh_lib.global_batch(batch, mesh_lib.batch_sharded(mesh))
         holder = {"state": state}
 
@@ -323,13 +327,18 @@ def torch_case(case: str, sizes: dict, opts: dict, compiled: bool):
     def nchw(a):
         return torch.tensor(np.transpose(a, (0, 3, 1, 2)))
 
-    def trainer(model, loss_fn):
+    def trainer(model, loss_fn, batch_size):
+        """One Adam step; ``loss_fn(rows)`` the loss of the batch rows ``rows`` (a slice),
+        accumulated over ``opts["microbatches"]`` equal parts."""
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        parts = opts["microbatches"]
+        size = batch_size // parts
 
         def run():
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn()
-            loss.backward()
+            for j in range(parts):
+                loss = loss_fn(slice(j * size, (j + 1) * size)) / parts
+                loss.backward()
             opt.step()
             return loss
 
@@ -342,7 +351,8 @@ def torch_case(case: str, sizes: dict, opts: dict, compiled: bool):
                                 convs_per_block=s["convs_per_block"], skip="gated")
         net = wrap(model)
         if case == "addunet_train":
-            return trainer(model, lambda: ((net(noisy) - clean) ** 2).mean()), info, None
+            return trainer(model, lambda r: ((net(noisy[r]) - clean[r]) ** 2).mean(),
+                           len(noisy)), info, None
         model.requires_grad_(False)
 
         def forward():
@@ -364,9 +374,9 @@ def torch_case(case: str, sizes: dict, opts: dict, compiled: bool):
             lc = argparse.Namespace(ce_weight=1.0, conditional_dsm_weight=0.0,
                                     dsm_weight=0.1 if case == "dsm_step" else 0.0,
                                     dsm_weighting="mse")
-            return trainer(model, lambda: cdn.cdn_loss(
-                net, clean, labels, noisy, sigma, loss_config=lc, scale="eps",
-                sigma_floor=1 / 255)[0]), info, None
+            return trainer(model, lambda r: cdn.cdn_loss(
+                net, clean[r], labels[r], noisy[r], sigma[r], loss_config=lc, scale="eps",
+                sigma_floor=1 / 255)[0], len(noisy)), info, None
         model.requires_grad_(False)
         log_joint = cdn.make_log_joint(net, sigma, scale="eps", sigma_floor=1 / 255)
         if case == "tweedie_denoise":
@@ -417,7 +427,8 @@ def rss_mb() -> float:
 def worker(args) -> None:
     case, backend = args.worker.split(":")
     sizes = SIZES[args.sizes]
-    opts = {"iterations": args.iterations, "check_every": args.check_every}
+    opts = {"iterations": args.iterations, "check_every": args.check_every,
+            "microbatches": args.microbatches}
     if backend == "jax":
         import jax
 
@@ -469,7 +480,8 @@ def run_worker(case, backend, args, extra=()):
     env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=str(args.threads),
                JAX_NUM_CPU_DEVICES=str(args.jax_devices))
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"{case}:{backend}",
-               "--threads", str(args.threads), "--repeats", str(args.repeats), *extra]
+               "--threads", str(args.threads), "--repeats", str(args.repeats),
+               "--microbatches", str(args.microbatches), *extra]
     command += ["--sizes", args.sizes]
     # a fresh, empty inductor cache: torch.compile's first call is a cold compile, like JAX's
     env["TORCHINDUCTOR_CACHE_DIR"] = cache = tempfile.mkdtemp(prefix="jaxden_bench_inductor_")
@@ -639,6 +651,9 @@ def main() -> None:
                         help="simulated CPU devices for JAX (JAX_NUM_CPU_DEVICES): the train "
                              "steps shard their batch over them, as the trainer does; one per "
                              "core runs each core's shard in parallel")
+    parser.add_argument("--microbatches", type=int, default=1,
+                        help="train steps as config.microbatches: gradients accumulated over "
+                             "this many parts of the batch (PyTorch: as many backward passes)")
     parser.add_argument("--no-hypergradient", action="store_true",
                         help="skip benchmarks/hypergradient.py (the implicit vs unrolled "
                              "targets at equal accuracy)")
@@ -655,6 +670,13 @@ def main() -> None:
         return
 
     cases = parse_cases(parser, args.cases, CASES)
+    for case in set(cases) & {"addunet_train", "energy_ce_step", "dsm_step"}:
+        batch = SIZES[args.sizes][group_of(case)]["batch"]
+        if args.microbatches < 1 or batch % (args.microbatches * args.jax_devices):
+            parser.error(f"--microbatches {args.microbatches}: {case}'s batch of {batch} rows "
+                         f"over {args.jax_devices} JAX device(s) does not split into "
+                         f"{args.microbatches} equal parts; pick a divisor of "
+                         f"{batch // args.jax_devices}")
     backends = [b for b in BACKENDS if not (args.no_compile and b == "torch.compile")]
     sizes = SIZES[args.sizes]
     load_before = os.getloadavg()
@@ -698,7 +720,8 @@ def main() -> None:
         f"- Command: `{' '.join(['.venv/bin/python', 'benchmarks/run.py', *sys.argv[1:]])}`",
         f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {args.threads} thread(s) "
         f"per framework (same cores), {platform.system()} {platform.release()}; JAX "
-        f"devices {args.jax_devices} (train steps shard their batch over them)",
+        f"devices {args.jax_devices} (train steps shard their batch over them); "
+        f"microbatches {args.microbatches}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- Median of {args.repeats} calls after the first call and 2 warm-up calls; "
         + load_and_wall(load_before, load_after, started),

@@ -30,11 +30,13 @@ strengths). ``step`` must not close over traced differentiable values: the custo
 cannot see them (JAX raises an error for closed-over tracers under differentiation).
 """
 
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.sparse.linalg import bicgstab
 
@@ -130,10 +132,12 @@ def _adjoint_solve(step: Step, z: PyTree, params: PyTree, g: PyTree, cfg: _Confi
         return u_flat - operator_t(u_flat)
 
     if cfg.linear_solver == "neumann":
-        u_flat = _neumann(operator_t, g_flat, cfg)
+        u_flat, residual, iterations = _neumann(operator_t, g_flat, cfg)
+        _warn_if_unconverged(residual, iterations, cfg)
     elif cfg.linear_solver == "gmres":
-        u_flat, _ = gmres(operator, g_flat, g_flat, tol=cfg.linear_tol, restart=cfg.restart,
-                          max_iter=cfg.linear_max_iter)
+        u_flat, info = gmres(operator, g_flat, g_flat, tol=cfg.linear_tol, restart=cfg.restart,
+                             max_iter=cfg.linear_max_iter)
+        _warn_if_unconverged(info.residual, info.iterations, cfg)
     else:
         u_flat, _ = bicgstab(operator, g_flat, x0=g_flat, tol=cfg.linear_tol,
                              maxiter=cfg.linear_max_iter)
@@ -164,7 +168,35 @@ def _neumann(operator_t, g_flat, cfg: _Config):
         return u_next, jnp.linalg.norm(u_next - u), k + n
 
     init = (g_flat, jnp.asarray(jnp.inf, g_flat.dtype), jnp.asarray(1, jnp.int32))
-    return jax.lax.while_loop(cond, body, init)[0]
+    u, residual, iterations = jax.lax.while_loop(cond, body, init)
+    return u, jnp.where(g_norm > 0, residual / g_norm, 0.0), iterations
+
+
+_WARNED = set()  # (solver, linear_tol, linear_max_iter) settings already reported
+
+
+def _warn_if_unconverged(relative_residual, iterations, cfg: _Config):
+    """A warning on stderr, once per process and setting, where an adjoint solve stopped at
+    ``linear_max_iter`` above ``linear_tol``: its hypergradient is then inexact, which
+    nothing else would show (the forward ``SolverInfo`` is returned before the backward
+    pass runs). A host callback, so it works under jit and vmap (batched values); a print,
+    not ``warnings.warn``, which raises where warnings are errors, and an exception in a
+    callback aborts XLA's process."""
+    key = (cfg.linear_solver, cfg.linear_tol, cfg.linear_max_iter)
+
+    def report(residual, iterations):
+        residual, iterations = np.asarray(residual), np.asarray(iterations)
+        if key in _WARNED or not np.any(residual > cfg.linear_tol):
+            return
+        _WARNED.add(key)
+        print(
+            f"warning: jaxden.implicit: an adjoint solve ({cfg.linear_solver}) stopped at relative "
+            f"residual {float(np.max(residual)):.1e} > linear_tol={cfg.linear_tol:g} after "
+            f"{int(np.max(iterations))} step-VJPs (linear_max_iter={cfg.linear_max_iter}), so "
+            "its hypergradient is inexact: raise linear_max_iter (or loosen linear_tol). "
+            "Later ones with these settings are not reported.", file=sys.stderr, flush=True)
+
+    jax.debug.callback(report, relative_residual, iterations)
 
 
 def _implicit_solver(step: Step, cfg: _Config):
@@ -233,7 +265,8 @@ def fixed_point(
       linear_tol: relative residual tolerance ||A u - g|| <= linear_tol * ||g|| of the
         adjoint solve; defaults to ``tol``.
       linear_max_iter: cap on the adjoint solve's step-VJPs (matrix-vector products);
-        defaults to ``max_iter``.
+        defaults to ``max_iter``. An adjoint solve that stops there above ``linear_tol``
+        ("neumann", "gmres") prints a warning, once per process and setting.
       linear_restart: GMRES restart length: the Krylov basis holds this many vectors of z's
         size, the backward pass's main temporary memory.
       check_every: compute the forward residual every this many steps; the iteration count

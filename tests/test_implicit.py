@@ -1,6 +1,7 @@
 """Implicit differentiation: closed-form toy problems, finite differences, long unrolling."""
 
 import functools
+import re
 
 import chex
 import jax
@@ -131,6 +132,37 @@ def test_linear_contraction_is_exact(linear_solver, check_every):
         np.testing.assert_allclose(grads["a"], np.outer(u, z_exact), atol=1e-10)
         assert float(info.residual) <= 1e-14 and 0 < int(info.iterations) < 500
         assert int(info.iterations) % check_every == 0
+
+
+@pytest.mark.parametrize("linear_solver", ["neumann", "gmres"])
+def test_unconverged_adjoint_solve_warns_once(linear_solver, monkeypatch, capfd):
+    """An adjoint solve capped by linear_max_iter above linear_tol prints a warning (under
+    jit and vmap), once per setting; a converged one does not."""
+    monkeypatch.setattr(implicit, "_WARNED", set())
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((5, 5))
+    a = jnp.asarray(a * 0.9 / np.linalg.norm(a, 2), jnp.float32)
+    bs = jnp.asarray(rng.standard_normal((3, 5)), jnp.float32)
+
+    def stderr_of_grads(linear_max_iter):
+        def loss(b):
+            z, _ = implicit.fixed_point(_contraction_step, jnp.zeros(5), {"a": a, "b": b},
+                                        tol=1e-6, max_iter=500, linear_tol=1e-6,
+                                        linear_max_iter=linear_max_iter,
+                                        linear_solver=linear_solver, linear_restart=2)
+            return jnp.sum(z)
+
+        capfd.readouterr()
+        jax.block_until_ready(jax.jit(jax.vmap(jax.grad(loss)))(bs))
+        jax.effects_barrier()
+        return capfd.readouterr().err
+
+    assert "warning" not in stderr_of_grads(500)
+    err = stderr_of_grads(3)
+    assert re.search(rf"warning: jaxden.implicit: an adjoint solve \({linear_solver}\) stopped "
+                     r"at relative residual .* > linear_tol=1e-06 after \d+ step-VJPs "
+                     r"\(linear_max_iter=3\).*raise linear_max_iter", err), err
+    assert "warning" not in stderr_of_grads(3)  # reported once
 
 
 def test_ridge_regression_gradient_wrt_regulariser():
