@@ -244,7 +244,7 @@ def jax_case(case: str, sizes: dict, opts: dict):
         state = jax.device_put(state, replicated)
         update = make_update_fn(graphdef, loss_fn, tx, 0,
                                 jax.tree.map(lambda x: x.sharding, state), replicated,
-                                opts["microbatches"])
+                                opts.get("microbatches", 1))
         batch = mesh_lib.global_batch(batch, mesh_lib.batch_sharded(mesh))
         holder = {"state": state}
 
@@ -329,9 +329,9 @@ def torch_case(case: str, sizes: dict, opts: dict, compiled: bool):
 
     def trainer(model, loss_fn, batch_size):
         """One Adam step; ``loss_fn(rows)`` the loss of the batch rows ``rows`` (a slice),
-        accumulated over ``opts["microbatches"]`` equal parts."""
+        accumulated over ``opts["microbatches"]`` (default 1) equal parts."""
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        parts = opts["microbatches"]
+        parts = opts.get("microbatches", 1)
         size = batch_size // parts
 
         def run():
