@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxden.models.conv import ConvTranspose, conv2d_function, max_pool
+from jaxden.models.conv import ConvTranspose, conv_function, max_pool
 
 SKIPS = ("gated", "add", "concat", "none")
 GATES = ("scalar", "channel")
@@ -50,7 +50,7 @@ class ConvBlock(nnx.Module):
     def __init__(self, in_features, features, kernel_size, num_convs, norm, activation, *, rngs):
         self.convs = nnx.List(
             nnx.Conv(in_features if i == 0 else features, features, (kernel_size, kernel_size),
-                     conv_general_dilated=conv2d_function("auto"), rngs=rngs)
+                     conv_general_dilated=conv_function("auto"), rngs=rngs)
             for i in range(num_convs)
         )
         self.norms = nnx.List(
@@ -172,7 +172,7 @@ class AddUNet(nnx.Module):
         block = functools.partial(ConvBlock, num_convs=convs_per_block, norm=norm,
                                   activation=activation, rngs=rngs)
         self.stem = nnx.Conv(in_channels, width, (kernel_sizes[0],) * 2,
-                             conv_general_dilated=conv2d_function("auto"), rngs=rngs)
+                             conv_general_dilated=conv_function("auto"), rngs=rngs)
         self.encoder = nnx.List(block(width, width, k) for k in kernel_sizes)
         if not fixed_resolution:
             self.bottleneck = block(width, width, kernel_sizes[-1])
@@ -186,7 +186,7 @@ class AddUNet(nnx.Module):
         fused = 2 * width if skip == "concat" else width
         self.decoder = nnx.List(block(fused, width, k) for k in kernel_sizes)
         self.head = nnx.Conv(width, out_channels, (1, 1), bias_init=nnx.initializers.zeros,
-                             conv_general_dilated=conv2d_function("auto"), rngs=rngs)
+                             conv_general_dilated=conv_function("auto"), rngs=rngs)
         if skip == "gated":
             shape = (levels,) if gate == "scalar" else (levels, width)
             beta0 = np.log(np.expm1(np.float64(gate_init)))  # softplus^-1(gate_init)

@@ -15,10 +15,11 @@ GPU/TPU, whose convolution libraries have none of these slow paths), "matmul" or
 
 ``conv_strided_as_matmul`` is a drop-in for ``lax.conv_general_dilated`` (pass it to
 ``nnx.Conv(conv_general_dilated=...)``). Unit-stride NHWC convolutions go to
-``conv2d_unit_stride``, other layouts to XLA unchanged. A strided one (e.g. a stride-2 3x3 or 1x1 downsampling conv) is computed as im2col: the k*k
-strided slices of the padded input are concatenated on the channel axis and multiplied by the
-(k*k*C_in, C_out) kernel matrix. This is the same linear map, so values and derivatives of
-every order agree with XLA's convolution to rounding (float64 tests).
+``conv2d_unit_stride``, other layouts to XLA unchanged. A strided one (e.g. a stride-2 3x3
+or 1x1 downsampling conv) is computed as im2col: the k*k strided slices of the padded input
+are concatenated on the channel axis and multiplied by the (k*k*C_in, C_out) kernel matrix.
+This is the same linear map, so values and derivatives of every order agree with XLA's
+convolution to rounding (float64 tests).
 
 Why: the denoising-score-matching loss of a classification-denoising network (Thiry & Guth,
 arXiv 2410.03505; ``jaxden.methods.cdn``) differentiates in the parameters through the input
@@ -89,18 +90,12 @@ def _resolve(impl: str) -> str:
     return impl
 
 
-def conv_function(impl: str):
-    """The ``conv_general_dilated`` for ``impl``: "xla" (XLA's convolutions), "matmul"
-    (strided ones as matmuls) or "auto" (matmul on CPU, where it pays; XLA on GPU/TPU,
+def conv_function(impl: str = "auto"):
+    """The ``conv_general_dilated`` for 2-D convolutions and ``impl``: "xla" (XLA's
+    convolutions), "matmul" (``conv_strided_as_matmul``: strided ones as matmuls, unit-stride
+    ones by ``conv2d_unit_stride``) or "auto" (matmul on CPU, where it pays; XLA on GPU/TPU,
     whose convolution libraries have no such slow path)."""
     return conv_strided_as_matmul if _resolve(impl) == "matmul" else lax.conv_general_dilated
-
-
-def conv2d_function(impl: str = "auto"):
-    """The ``conv_general_dilated`` for unit-stride 2-D convolutions whose gradients must run
-    fast inside loops (``conv2d_unit_stride``): "matmul" (``conv3d_as_2d``, which sends them
-    there), "xla", or "auto" (``conv3d_as_2d`` on CPU only, as for ``conv_function``)."""
-    return conv3d_function(impl)
 
 
 def conv3d_function(impl: str = "auto"):
@@ -250,9 +245,9 @@ def _is_plain_ndhwc(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_num
 def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                  dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """``lax.conv_general_dilated`` with the same arguments; unit-stride NDHWC/DHWIO 3-D
-    convolutions (no dilation, one feature group) are computed as 2-D convolutions, and these
-    and unit-stride NHWC/HWIO 2-D ones by ``conv2d_unit_stride``; everything else by
-    ``lax.conv_general_dilated`` itself.
+    convolutions (no dilation, one feature group) are computed as 2-D convolutions by
+    ``conv2d_unit_stride``, 2-D ones as ``conv_strided_as_matmul`` computes them, everything
+    else by ``lax.conv_general_dilated`` itself.
 
     A (1, kh, kw) kernel is a 2-D convolution of the B * D slices; a (kd, 1, 1) kernel a
     (kd, 1) 2-D convolution of the (D, H * W) planes; a general (kd, kh, kw) kernel the sum of
@@ -265,13 +260,10 @@ def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
     kernels over band x H x W): its forward pass ran 3.7x, forward + backward 1.9x faster on
     2 x 31 x 64 x 64 (one core).
     """
-    if (tuple(window_strides) == (1, 1)
-            and _is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                               feature_group_count)):  # a 2-D one (DLWNet)
-        if isinstance(padding, str):
-            padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-        return conv2d_unit_stride(lhs, rhs, tuple(tuple(p) for p in padding), precision,
-                                  kwargs.get("preferred_element_type"))
+    if lhs.ndim == 4:  # a 2-D one (DLWNet)
+        return conv_strided_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation,
+                                      rhs_dilation, dimension_numbers, feature_group_count,
+                                      precision, **kwargs)
     if not _is_plain_ndhwc(lhs, rhs, window_strides, lhs_dilation, rhs_dilation,
                            dimension_numbers, feature_group_count):
         return lax.conv_general_dilated(
