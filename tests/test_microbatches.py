@@ -75,14 +75,15 @@ def test_double_backprop_through_gradresnet_in_parts_equals_the_whole_batch():
     """GradResNet's convolutions (``conv_impl="matmul"``: custom VJPs whose gradients are
     convolutions again) under the batch-sharded mesh, in a microbatch loop, differentiated
     twice: the same update as the whole batch and as XLA's own convolutions."""
-    def step(microbatches, impl, learning_rate=1.0):  # the parameters' change: -gradient
+    def params_after(microbatches, impl, learning_rate):
         model = GradResNetTiny(1, num_classes=3, conv_impl=impl, rngs=nnx.Rngs(0))
-        params = _one_update(microbatches, model, _dsm_like_loss, ((6, 5, 1), (6, 5, 1)),
-                             learning_rate)[0]
-        return jax.tree.map(jnp.subtract, params, init)
+        return _one_update(microbatches, model, _dsm_like_loss, ((6, 5, 1), (6, 5, 1)),
+                           learning_rate)[0]
 
-    init = _one_update(1, GradResNetTiny(1, num_classes=3, conv_impl="xla", rngs=nnx.Rngs(0)),
-                       _dsm_like_loss, ((6, 5, 1), (6, 5, 1)), 0.0)[0]
+    def step(microbatches, impl):  # the parameters' change, -gradient (learning rate 1)
+        return jax.tree.map(jnp.subtract, params_after(microbatches, impl, 1.0), init)
+
+    init = params_after(1, "xla", 0.0)
     reference = step(1, "xla")
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(reference)) > 1e-4
     for microbatches in (1, 2):
