@@ -79,6 +79,10 @@ def test_upper_losses_against_numpy():
                                per_patch.mean(), rtol=1e-5)
     np.testing.assert_allclose(dlw.upper_loss(jnp.asarray(x), jnp.asarray(clean), "log_mse"),
                                np.log(per_patch).mean(), rtol=1e-5)
+    exact = dlw.upper_loss(jnp.asarray(clean), jnp.asarray(clean), "log_mse")
+    np.testing.assert_allclose(exact, np.log(1e-10), rtol=1e-6)  # finite, and so its gradient
+    assert np.all(np.isfinite(jax.grad(lambda x: dlw.upper_loss(x, jnp.asarray(clean), "log_mse"))(
+        jnp.asarray(clean))))
     config = dlw_configs.get_config("tiny")
     config.dlw.upper_loss = "psnr"
     with pytest.raises(ValueError, match="config.dlw.upper_loss='psnr': choose one of"):

@@ -8,9 +8,9 @@ source model t (``config.dlw.sources``):
   x_t(theta) = argmin_x 0.5 * sum(W * (y - x)^2) + lam_t * R_t(x)       (``jaxden.solvers``)
 
 Upper level (``config.dlw.upper_loss``): "mse", min_theta mean_t mean((x_t - x_clean)^2), the
-authors' 1/|sources| * MSE sum; or "log_mse", min_theta mean_t mean_n log mse(x_t,n, x_n), the
-mean over sources and patches of the log of each patch's MSE (minus the mean PSNR, up to the
-factor 10 / ln 10). The latter weighs each model's relative error alike: with the MSE sum the
+authors' 1/|sources| * MSE sum; or "log_mse", min_theta mean_t mean_n log(mse(x_t,n, x_n) +
+1e-10), the mean over sources and patches of the log of each patch's MSE (minus the mean
+PSNR, up to the factor 10 / ln 10). The latter weighs each model's relative error alike: with the MSE sum the
 model with the largest errors dominates the gradient (nuclear norm on RGB patches: about 5x
 TV's MSE), and in ``configs/dlw.py:quick`` the weights it led to made TV worse than
 unweighted on Gaussian noise (README, DLW).
@@ -39,6 +39,7 @@ from jaxden.sharding import per_device
 
 MODELS = ("tv", "tv_aniso", "spectral_tv", "nuclear", "lrtv")
 UPPER_LOSSES = ("mse", "log_mse")
+LOG_MSE_FLOOR = 1e-10
 WEIGHT_FLOOR = 1e-4
 
 
@@ -113,9 +114,12 @@ def check_upper_loss(name: str) -> str:
 
 def upper_loss(x, clean, name: str):
     """The upper-level term of one source model (module docstring): the MSE of the batch
-    ("mse") or the mean over patches of the log of each patch's MSE ("log_mse")."""
+    ("mse") or the mean over patches of log(patch MSE + 1e-10) ("log_mse"; the 1e-10, a
+    PSNR of 100 dB, keeps an exactly recovered patch finite)."""
     per_patch = jnp.mean((x - clean) ** 2, axis=tuple(range(1, x.ndim)))
-    return jnp.mean(per_patch) if check_upper_loss(name) == "mse" else jnp.mean(jnp.log(per_patch))
+    if check_upper_loss(name) == "mse":
+        return jnp.mean(per_patch)
+    return jnp.mean(jnp.log(per_patch + LOG_MSE_FLOOR))
 
 
 def bilevel_loss(weight_net, clean, noisy, config: ml_collections.ConfigDict):
