@@ -113,7 +113,7 @@ def main() -> None:
     config.model.update(name="dlwnet3d", depth=4, features=64)
     config.noise.kinds = ("impulse",)
     config.dlw.update(sources=("tv",), tol=args.tol, max_iter=args.max_iter, mode=args.mode,
-                      linear_tol=args.linear_tol)
+                      linear_tol=args.linear_tol, upper_loss="mse")  # the authors' objective
     model = build_model(config.model, in_channels=args.bands, rngs=nnx.Rngs(0))
     loss_fn = methods.get("dlw").make_loss(config)
     tx = optax.adam(1e-3)
