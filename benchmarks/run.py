@@ -670,6 +670,8 @@ def main() -> None:
         return
 
     cases = parse_cases(parser, args.cases, CASES)
+    # jaxden.train.step.check_microbatches's rule; not imported: importing jaxden in this
+    # parent would set XLA_FLAGS (jaxden.xla_cpu) for every worker, 1-thread ones included
     for case in set(cases) & {"addunet_train", "energy_ce_step", "dsm_step"}:
         batch = SIZES[args.sizes][group_of(case)]["batch"]
         if args.microbatches < 1 or batch % (args.microbatches * args.jax_devices):

@@ -215,18 +215,15 @@ def test_conv2d_unit_stride_matches_xla_also_in_a_scan(kernel, padding):
             x[0], w, (1, 1), padding, dimension_numbers=NHWC))
 
 
-def _unit_stride(x, w, strides, padding):
-    return conv3d_as_2d(x, w, strides, padding, dimension_numbers=NHWC)
-
-
 @pytest.mark.parametrize("kernel,padding", [((3, 3), "SAME"), ((2, 3), ((1, 0), (0, 2)))])
 def test_conv2d_unit_stride_second_order_matches_xla(kernel, padding):
     """The double backprop of score matching (d/dw of a squared input gradient) and the
-    second derivative in x (d/dx of the same), float64: the custom VJP's own derivatives."""
+    second derivative in x (d/dx of the same), float64: the custom VJP's own derivatives
+    (``conv_strided_as_matmul`` sends unit-stride convolutions to ``conv2d_unit_stride``)."""
     with jax.enable_x64():
         x = jax.random.normal(jax.random.key(0), (2, 6, 7, 3), jnp.float64)
         w = jax.random.normal(jax.random.key(1), (*kernel, 3, 4), jnp.float64)
-        np.testing.assert_allclose(_second_order(_unit_stride, x, w, (1, 1), padding),
+        np.testing.assert_allclose(_second_order(_matmul, x, w, (1, 1), padding),
                                    _second_order(_xla, x, w, (1, 1), padding),
                                    rtol=1e-11, atol=1e-10)
 
@@ -236,7 +233,7 @@ def test_conv2d_unit_stride_second_order_matches_xla(kernel, padding):
                     x) ** 2)
             return jax.grad(f)(x)
 
-        np.testing.assert_allclose(input_grad_norm(_unit_stride), input_grad_norm(_xla),
+        np.testing.assert_allclose(input_grad_norm(_matmul), input_grad_norm(_xla),
                                    rtol=1e-11, atol=1e-10)
 
 
