@@ -23,7 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxden.evaluate import save_figure
+from jaxden.evaluate import save_figure, subplots
 from jaxden.methods.multitask_eval import gate_table, save_gate_plot
 from jaxden.train.metrics_log import MetricsLog
 
@@ -168,10 +168,10 @@ def stability_table(groups: dict[str, list[dict]], sigma: int) -> str:
 
 
 def save_stability_plot(path: str, groups: dict[str, list[dict]]) -> None:
-    import matplotlib.pyplot as plt  # the Agg backend is set by jaxden.evaluate
+    import matplotlib
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = subplots(1, 2, figsize=(10, 3.4))
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     seeded = [(label, group) for label, group in groups.items() if len(group) > 1]
     for c, (label, group) in enumerate(seeded):
         for j, r in enumerate(group):

@@ -8,11 +8,8 @@ import json
 import os
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 Scores = dict[str, dict[str, dict[int, dict[str, float]]]]
 
@@ -99,7 +96,7 @@ def save_grid(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -
     if jax.process_index() != 0:
         return
     ncol = max(len(panels) for _, panels in rows)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.6 * len(rows)), squeeze=False)
+    fig, axes = subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.6 * len(rows)), squeeze=False)
     for r, (name, panels) in enumerate(rows):
         for c, ax in enumerate(axes[r]):
             ax.axis("off")
@@ -111,9 +108,16 @@ def save_grid(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -
     save_figure(fig, path)
 
 
+def subplots(nrows: int = 1, ncols: int = 1, **options):
+    """(figure, axes) as ``pyplot.subplots``, but a bare ``matplotlib.figure.Figure`` that
+    pyplot never sees: no backend is selected or switched (a notebook's stays as it was), and
+    nothing has to be closed. ``options``: ``figsize`` and ``Figure.subplots``' keywords."""
+    fig = Figure(figsize=options.pop("figsize", None))
+    return fig, fig.subplots(nrows, ncols, **options)
+
+
 def save_figure(fig, path: str) -> None:
-    """Lay out, write (as PNG at 110 dpi, creating the folder) and close a matplotlib figure."""
+    """Lay out and write a figure as PNG at 110 dpi, creating the folder."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

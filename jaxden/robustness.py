@@ -27,13 +27,12 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from jaxden import attacks, methods, tweedie
-from jaxden.evaluate import save_figure, save_markdown_and_json
+from jaxden.evaluate import save_figure, save_markdown_and_json, subplots
 from jaxden.experiment import load_config
 from jaxden.methods.labelled import fixed_noisy, load_split
 from jaxden.train import mesh as mesh_lib
@@ -167,7 +166,7 @@ def _table(results: dict, rc) -> str:
 
 
 def _plot(results: dict, rc, path: str) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     for ax, norm, grid in ((axes[0], "linf", rc.linf), (axes[1], "l2", rc.l2)):
         for label, accs in results.items():
             ax.plot([0, *grid], [100 * accs["clean"]] + [100 * accs[_column(norm, b)] for b in grid],
@@ -215,7 +214,7 @@ def _identity_figure(workdir, model, config, rc, clean, labels, out_dir) -> tupl
         state64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), state)
         errors64 = _relative_errors(*both_sides(state64, jnp.asarray(y, jnp.float64), labels[:n]))
     if jax.process_index() == 0:
-        fig, axes = plt.subplots(n, 4, figsize=(9, 2.3 * n), squeeze=False)
+        fig, axes = subplots(n, 4, figsize=(9, 2.3 * n), squeeze=False)
         for i in range(n):
             scale = float(jnp.max(jnp.abs(direct[i]))) or 1.0
             panels = [(y[i], f"noisy y, σ={rc.identity_sigma:g}", "gray", 0, 1),

@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from jaxden import data, metrics, noise
-from jaxden.evaluate import save_figure, save_markdown_and_json
+from jaxden.evaluate import save_figure, save_markdown_and_json, subplots
 from jaxden.methods.denoise import _crop
 from jaxden.methods.dlw import robust_weights, solve
 
@@ -125,10 +125,8 @@ def _weight_figure(figure_rows, clean, n_images, model, path):
     A weight map shows the minimum over channels: a corruption of one channel (a dead column
     in one band) shows there, where the channel mean can hide it (weight moved to the
     healthy channels of the same pixels raised it)."""
-    import matplotlib.pyplot as plt
-
     n = min(n_images, len(clean))
-    fig, axes = plt.subplots(len(figure_rows) * n, 5, figsize=(11, 2.3 * len(figure_rows) * n),
+    fig, axes = subplots(len(figure_rows) * n, 5, figsize=(11, 2.3 * len(figure_rows) * n),
                              squeeze=False)
     for r, (kind, noisy, weights, x) in enumerate(figure_rows):
         for i in range(n):

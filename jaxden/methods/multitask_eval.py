@@ -100,11 +100,9 @@ def save_gate_plot(path: str, gates_by_run: dict[str, list[float]], title: str) 
     written by process 0 only."""
     if jax.process_index() != 0:
         return
-    import matplotlib.pyplot as plt
-
     levels = max(len(g) for g in gates_by_run.values())
     width = 0.8 / len(gates_by_run)
-    fig, ax = plt.subplots(figsize=(3.6 + 1.4 * levels, 3.2))
+    fig, ax = evaluate.subplots(figsize=(3.6 + 1.4 * levels, 3.2))
     for i, (name, g) in enumerate(gates_by_run.items()):
         ax.bar(np.arange(len(g)) + (i - (len(gates_by_run) - 1) / 2) * width, g, width,
                label=name)
