@@ -141,6 +141,10 @@ def _adjoint_solve(step: Step, z: PyTree, params: PyTree, g: PyTree, cfg: _Confi
     else:
         u_flat, _ = bicgstab(operator, g_flat, x0=g_flat, tol=cfg.linear_tol,
                              maxiter=cfg.linear_max_iter)
+        # JAX's BiCGSTAB reports neither residual nor count: one more product measures it.
+        g_norm = jnp.linalg.norm(g_flat)
+        residual = jnp.linalg.norm(operator(u_flat) - g_flat)
+        _warn_if_unconverged(jnp.where(g_norm > 0, residual / g_norm, 0.0), None, cfg)
     return jax.vjp(step, z, params)[1](unravel(u_flat))[1]
 
 
@@ -176,27 +180,33 @@ _WARNED = set()  # (solver, linear_tol, linear_max_iter) settings already report
 
 
 def _warn_if_unconverged(relative_residual, iterations, cfg: _Config):
-    """A warning on stderr, once per process and setting, where an adjoint solve stopped at
-    ``linear_max_iter`` above ``linear_tol``: its hypergradient is then inexact, which
-    nothing else would show (the forward ``SolverInfo`` is returned before the backward
-    pass runs). A host callback, so it works under jit and vmap (batched values); a print,
-    not ``warnings.warn``, which raises where warnings are errors, and an exception in a
-    callback aborts XLA's process."""
+    """A warning on stderr, once per process and setting, where an adjoint solve stopped
+    above ``linear_tol`` (at ``linear_max_iter``, or broken down: a NaN residual counts): its
+    hypergradient is then inexact, which nothing else would show (the forward ``SolverInfo``
+    is returned before the backward pass runs). ``iterations`` is None where the solver does
+    not count them (BiCGSTAB). A host callback, so it works under jit and vmap (batched
+    values); a print, not ``warnings.warn``, which raises where warnings are errors, and an
+    exception in a callback aborts XLA's process."""
     key = (cfg.linear_solver, cfg.linear_tol, cfg.linear_max_iter)
 
-    def report(residual, iterations):
-        residual, iterations = np.asarray(residual), np.asarray(iterations)
-        if key in _WARNED or not np.any(residual > cfg.linear_tol):
+    def report(residual, iterations=None):
+        residual = np.asarray(residual)
+        if key in _WARNED or np.all(residual <= cfg.linear_tol):
             return
         _WARNED.add(key)
+        worst = float(np.max(residual)) if not np.isnan(residual).any() else float("nan")
+        count = "" if iterations is None else f"after {int(np.max(iterations))} step-VJPs "
         print(
             f"warning: jaxden.implicit: an adjoint solve ({cfg.linear_solver}) stopped at relative "
-            f"residual {float(np.max(residual)):.1e} > linear_tol={cfg.linear_tol:g} after "
-            f"{int(np.max(iterations))} step-VJPs (linear_max_iter={cfg.linear_max_iter}), so "
-            "its hypergradient is inexact: raise linear_max_iter (or loosen linear_tol). "
-            "Later ones with these settings are not reported.", file=sys.stderr, flush=True)
+            f"residual {worst:.1e} > linear_tol={cfg.linear_tol:g} {count}"
+            f"(linear_max_iter={cfg.linear_max_iter}), so its hypergradient is inexact: raise "
+            "linear_max_iter (or loosen linear_tol). Later ones with these settings are not "
+            "reported.", file=sys.stderr, flush=True)
 
-    jax.debug.callback(report, relative_residual, iterations)
+    if iterations is None:
+        jax.debug.callback(report, relative_residual)
+    else:
+        jax.debug.callback(report, relative_residual, iterations)
 
 
 def _implicit_solver(step: Step, cfg: _Config):
@@ -265,8 +275,8 @@ def fixed_point(
       linear_tol: relative residual tolerance ||A u - g|| <= linear_tol * ||g|| of the
         adjoint solve; defaults to ``tol``.
       linear_max_iter: cap on the adjoint solve's step-VJPs (matrix-vector products);
-        defaults to ``max_iter``. An adjoint solve that stops there above ``linear_tol``
-        ("neumann", "gmres") prints a warning, once per process and setting.
+        defaults to ``max_iter``. An adjoint solve that ends above ``linear_tol`` prints a
+        warning, once per process and setting (BiCGSTAB's residual costs one more product).
       linear_restart: GMRES restart length: the Krylov basis holds this many vectors of z's
         size, the backward pass's main temporary memory.
       check_every: compute the forward residual every this many steps; the iteration count
