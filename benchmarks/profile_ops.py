@@ -1,6 +1,7 @@
 """Where the time of one ``benchmarks/run.py`` case goes in XLA:CPU, op by op.
 
     .venv/bin/python benchmarks/profile_ops.py CASE [--sizes cifar] [--threads 1] [--top 15]
+                                               [--microbatches 1]
 
 Runs the JAX side of CASE (same shapes and data as ``benchmarks/run.py``) under
 ``jax.profiler.trace`` with XLA's per-op trace events on, dumps the optimised HLO, and joins the
@@ -104,6 +105,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--microbatches", type=int, default=1,
+                        help="train steps in this many parts, as run.py --microbatches")
     parser.add_argument("--keep", help="write the trace and HLO dump here "
                                            "(default: a temporary folder)")
     args = parser.parse_args()
@@ -118,8 +121,8 @@ def main() -> None:
 
     from benchmarks import run
 
-    fn, _, _ = run.jax_case(args.case, run.SIZES[args.sizes], {"iterations": None,
-                                                               "check_every": 1})
+    fn, _, _ = run.jax_case(args.case, run.SIZES[args.sizes], {
+        "iterations": None, "check_every": 1, "microbatches": args.microbatches})
     for _ in range(3):
         jax.block_until_ready(fn())
     start = time.perf_counter()
