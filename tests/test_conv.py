@@ -154,6 +154,22 @@ def test_max_pool_matches_flax():
                                   jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x))
     odd = x[:, :5]
     np.testing.assert_array_equal(max_pool(odd, 2), ref(odd))
+    t = jax.random.normal(jax.random.key(6), x.shape)
+    np.testing.assert_array_equal(jax.jvp(lambda x: max_pool(x, 2), (x,), (t,))[1],
+                                  jax.jvp(ref, (x,), (t,))[1])
+
+
+def test_max_pool_splits_ties_equally():
+    """A window of equal maxima shares the gradient equally (1/4 each for a 2x2 window, 1/2
+    each for a tie of two), in a first and a second derivative."""
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 0, 0, 0].set(-1.0).at[0, 2:, 2:, 0].set([[3, 3], [1, 2]])
+    grad = jax.grad(lambda x: jnp.sum(max_pool(x, 2)))(x)[0, :, :, 0]
+    expected = np.full((4, 4), 0.25)
+    expected[:2, :2] = [[0, 1 / 3], [1 / 3, 1 / 3]]
+    expected[2:, 2:] = [[0.5, 0.5], [0, 0]]
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+    hvp = jax.jvp(jax.grad(lambda x: jnp.sum(max_pool(x, 2) ** 2)), (x,), (jnp.ones_like(x),))[1]
+    np.testing.assert_allclose(hvp[0, :, :, 0], 2 * expected, rtol=1e-6)
 
 
 NDHWC = ("NDHWC", "DHWIO", "NDHWC")

@@ -153,20 +153,57 @@ class ConvTranspose(nnx.ConvTranspose):
 
 def max_pool(x, window: int = 2):
     """``nnx.max_pool(x, (window, window), strides=(window, window))`` for an NHWC ``x`` whose
-    height and width are multiples of ``window``, as elementwise maxima of the window*window
-    strided slices.
+    height and width are multiples of ``window``: the value as elementwise maxima of the
+    window*window strided slices, the derivative by ``_max_pool_jvp``.
 
-    The value is the same; the gradient differs only at ties (``jnp.maximum`` splits it
-    between tied inputs, ``reduce_window`` gives it to one). ``nnx.max_pool``'s gradient is
-    XLA's select-and-scatter, which XLA:CPU runs through full-size index arrays (``iota``): 28
-    of 441 ms of the AddUNet step above. (A reshape and ``jnp.max`` was the first try: with
-    XLA's optimisations off, as in the tests, its gradient came out NaN.)
+    The value is the same; the gradient differs only at ties (split equally between tied
+    inputs here, given to one by ``reduce_window``). ``nnx.max_pool``'s gradient is XLA's
+    select-and-scatter, which XLA:CPU runs through full-size index arrays (``iota``): 28 of
+    441 ms of the AddUNet step in BENCHMARKS.md. Autodiff of the maxima chain was the next
+    form: its gradient is four padded, interleaved copies with XLA's tie-splitting divisions,
+    fused with the ReLU gradient into one 5.3 ms op per 16x64x64x32 step. (A reshape and
+    ``jnp.max`` was the first try: with XLA's optimisations off, as in the tests, its gradient
+    came out NaN.)
     """
     h, w = x.shape[1:3]
     if h % window or w % window:
         return nnx.max_pool(x, (window, window), strides=(window, window))
+    return _max_pool(x, window)
+
+
+def _windows(x, window):
+    """(N, H, W, C) -> (N, H/window, window, W/window, window, C), a free reshape; under an
+    explicit mesh (the trainer's) each axis keeps x's sharding, the window axes none."""
+    n, h, w, c = x.shape
+    sharding = jax.typeof(x).sharding
+    out_sharding = None
+    if not getattr(sharding, "mesh", None) is None and not sharding.mesh.empty:
+        spec = tuple(sharding.spec) + (None,) * (4 - len(sharding.spec))
+        out_sharding = jax.sharding.NamedSharding(
+            sharding.mesh, jax.P(spec[0], spec[1], None, spec[2], None, spec[3]))
+    return lax.reshape(x, (n, h // window, window, w // window, window, c),
+                       out_sharding=out_sharding)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_pool(x, window):
     slices = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
     return functools.reduce(jnp.maximum, slices)
+
+
+@_max_pool.defjvp
+def _max_pool_jvp(window, primals, tangents):
+    """Tangent: the mean of x's tangent over each window's maxima (one entry unless tied).
+    It is linear in the tangent, so its transpose (the gradient) is one broadcast of the
+    output cotangent, masked and divided, with no pads; a jvp (as in a double backprop)
+    stays a product with a fixed mask."""
+    (x,), (t,) = primals, tangents
+    y = _max_pool(x, window)
+    ties = sum((x[:, i::window, j::window] == y).astype(x.dtype)
+               for i in range(window) for j in range(window))
+    at_max = _windows(x, window) == y[:, :, None, :, None]
+    y_dot = jnp.sum(jnp.where(at_max, _windows(t, window), 0), axis=(2, 4)) / ties
+    return y, y_dot
 
 
 def _conv_out_sharding(x, w):
