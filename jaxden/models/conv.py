@@ -4,7 +4,8 @@ parameters as XLA's and flax's (``tests/test_conv.py`` checks values and derivat
 - ``conv_strided_as_matmul``: strided convolutions as im2col matrix products, for networks
   trained by double backpropagation (below), and unit-stride ones by ``conv2d_unit_stride``.
 - ``ConvTranspose``: the U-Net's non-overlapping transposed convolution as one matmul.
-- ``max_pool``: max-pooling as elementwise maxima of strided slices.
+- ``max_pool``: max-pooling as elementwise maxima of strided slices, its gradient a masked
+  broadcast.
 - ``conv3d_as_2d``: unit-stride 3-D convolutions as 2-D ones (DLWNet3D), through
   ``conv2d_unit_stride``, whose gradients of every order are forward convolutions, which run
   fast inside loops (the trainer's microbatches).
