@@ -45,8 +45,8 @@ ASYNC_ENV = "JAX_CPU_ENABLE_ASYNC_DISPATCH"
 def accelerator_plugins() -> list[str]:
     """Names of the installed JAX GPU/TPU plugins, found without importing them."""
     spec = importlib.util.find_spec("jax_plugins")
-    names = [m.name for m in pkgutil.iter_modules(spec.submodule_search_locations or [])] \
-        if spec else []
+    folders = (spec.submodule_search_locations or []) if spec else []
+    names = [module.name for module in pkgutil.iter_modules(folders)]
     return names + [name for name in ("libtpu",) if importlib.util.find_spec(name)]
 
 

@@ -36,7 +36,10 @@ In-process (8 simulated devices):
   checkpoint still restores.
 """
 
+import asyncio
 import errno
+import gc
+import logging
 import os
 import pathlib
 import random
@@ -394,3 +397,28 @@ def test_random_sigkills_then_restart_matches_straight_run(runs, tmp_path):
     (step, p), (_, want) = params(workdir), params(straight)
     assert step == LONG["steps"]
     assert_bitwise_equal(p, want)
+
+
+def test_unretrieved_tensorstore_task_errors_are_not_reported(tmp_path, caplog):
+    """Once jaxden's checkpoints are in use, asyncio's "Task exception was never retrieved"
+    report of a tensorstore read error (the other failed reads of a damaged checkpoint, whose
+    first error is already reported) is dropped; any other error is still reported."""
+    with Checkpoints(str(tmp_path)):
+        pass
+
+    async def fail(message):
+        raise ValueError(message)
+
+    def orphan(message):  # a task that fails and is collected without its error retrieved
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(fail(message))
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+        del task
+        gc.collect()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        orphan("OUT_OF_RANGE: Error reading \"w/.zarray\" [tensorstore_spec='{}']")
+        assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+        orphan("some other failure")
+        assert [r for r in caplog.records if "never retrieved" in r.getMessage()]

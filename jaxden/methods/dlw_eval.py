@@ -127,7 +127,7 @@ def _weight_figure(figure_rows, clean, n_images, model, path):
     healthy channels of the same pixels raised it)."""
     n = min(n_images, len(clean))
     fig, axes = subplots(len(figure_rows) * n, 5, figsize=(11, 2.3 * len(figure_rows) * n),
-                             squeeze=False)
+                         squeeze=False)
     for r, (kind, noisy, weights, x) in enumerate(figure_rows):
         for i in range(n):
             row = axes[r * n + i]

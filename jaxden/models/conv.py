@@ -177,11 +177,11 @@ def _windows(x, window):
     explicit mesh (the trainer's) each axis keeps x's sharding, the window axes none."""
     n, h, w, c = x.shape
     sharding = jax.typeof(x).sharding
-    out_sharding = None
-    if not getattr(sharding, "mesh", None) is None and not sharding.mesh.empty:
+    mesh, out_sharding = getattr(sharding, "mesh", None), None
+    if mesh is not None and not mesh.empty:
         spec = tuple(sharding.spec) + (None,) * (4 - len(sharding.spec))
         out_sharding = jax.sharding.NamedSharding(
-            sharding.mesh, jax.P(spec[0], spec[1], None, spec[2], None, spec[3]))
+            mesh, jax.P(spec[0], spec[1], None, spec[2], None, spec[3]))
     return lax.reshape(x, (n, h // window, window, w // window, window, c),
                        out_sharding=out_sharding)
 
