@@ -28,7 +28,9 @@ Applied only when all hold: ``JAXDEN_XLA_CPU_DEFAULTS`` is not "0"; the environm
 set ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` (the user's choice wins); JAX's platform is the CPU
 (``JAX_PLATFORMS`` / ``jax_platforms`` starts with ``cpu``, or is unset with no GPU or TPU
 plugin installed); the C library is glibc. On several CPU devices each device's share still
-runs on a worker thread, which keeps part of the faults (``BENCHMARKS.md``).
+runs on a worker thread, and its buffer is kept where it fits that thread's 64 MB arena: with
+2 devices the AddUNet step went from 30,200 to 340 faults, 173.6 to 136.3 ms, and its peak
+memory from 640 to 771 MB.
 """
 
 import ctypes
