@@ -194,7 +194,7 @@ def _warn_if_unconverged(relative_residual, iterations, cfg: _Config):
         if key in _WARNED or np.all(residual <= cfg.linear_tol):
             return
         _WARNED.add(key)
-        worst = float(np.max(residual)) if not np.isnan(residual).any() else float("nan")
+        worst = float(np.max(residual))  # NaN if any is
         count = "" if iterations is None else f"after {int(np.max(iterations))} step-VJPs "
         print(
             f"warning: jaxden.implicit: an adjoint solve ({cfg.linear_solver}) stopped at relative "
