@@ -142,9 +142,8 @@ def _adjoint_solve(step: Step, z: PyTree, params: PyTree, g: PyTree, cfg: _Confi
         u_flat, _ = bicgstab(operator, g_flat, x0=g_flat, tol=cfg.linear_tol,
                              maxiter=cfg.linear_max_iter)
         # JAX's BiCGSTAB reports neither residual nor count: one more product measures it.
-        g_norm = jnp.linalg.norm(g_flat)
         residual = jnp.linalg.norm(operator(u_flat) - g_flat)
-        _warn_if_unconverged(jnp.where(g_norm > 0, residual / g_norm, 0.0), None, cfg)
+        _warn_if_unconverged(_relative(residual, jnp.linalg.norm(g_flat)), None, cfg)
     return jax.vjp(step, z, params)[1](unravel(u_flat))[1]
 
 
@@ -173,7 +172,12 @@ def _neumann(operator_t, g_flat, cfg: _Config):
 
     init = (g_flat, jnp.asarray(jnp.inf, g_flat.dtype), jnp.asarray(1, jnp.int32))
     u, residual, iterations = jax.lax.while_loop(cond, body, init)
-    return u, jnp.where(g_norm > 0, residual / g_norm, 0.0), iterations
+    return u, _relative(residual, g_norm), iterations
+
+
+def _relative(residual, g_norm):
+    """An adjoint residual norm relative to ||g|| (0 for g = 0, where u = 0 solves exactly)."""
+    return jnp.where(g_norm > 0, residual / g_norm, 0.0)
 
 
 _WARNED = set()  # (solver, linear_tol, linear_max_iter) settings already reported

@@ -173,17 +173,11 @@ def max_pool(x, window: int = 2):
 
 
 def _windows(x, window):
-    """(N, H, W, C) -> (N, H/window, window, W/window, window, C), a free reshape; under an
-    explicit mesh (the trainer's) each axis keeps x's sharding, the window axes none."""
+    """(N, H, W, C) -> (N, H/window, window, W/window, window, C), a free reshape (under an
+    explicit batch sharding the batch axis keeps it, as in ``ConvTranspose``)."""
     n, h, w, c = x.shape
-    sharding = jax.typeof(x).sharding
-    mesh, out_sharding = getattr(sharding, "mesh", None), None
-    if mesh is not None and not mesh.empty:
-        spec = tuple(sharding.spec) + (None,) * (4 - len(sharding.spec))
-        out_sharding = jax.sharding.NamedSharding(
-            mesh, jax.P(spec[0], spec[1], None, spec[2], None, spec[3]))
-    return lax.reshape(x, (n, h // window, window, w // window, window, c),
-                       out_sharding=out_sharding)
+    return jnp.reshape(x, (n, h // window, window, w // window, window, c),
+                       out_sharding=jax.typeof(x).sharding)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
