@@ -9,8 +9,13 @@ on the same shapes and data (crops of skimage ``camera``, Gaussian noise sigma =
 NumPy seed 0). PyTorch runs eagerly and, where it works, with
 ``torch.compile`` (default inductor backend) applied to the network (and to the TV step).
 Each callable is called once (the first-call time: JAX's trace and compile, or
-``torch.compile``'s), twice more to warm up, then ``--repeats`` times; the table gives the
-median. Nothing is cached between runs (no JAX compilation cache, an empty inductor cache
+``torch.compile``'s), twice more to warm up, then ``--repeats`` times. ``--rounds R`` (default 3)
+runs every case R times, its frameworks alternating (JAX, eager, [compile], JAX, eager, ...),
+and the table gives the median over the rounds of each subprocess's median (first call and
+memory: the first round's). This machine's speed drifts for seconds at a time (the same
+energy CE step, 20-call medians within one process: 25-27 ms, and 37-38 ms in 9 of 112
+windows), so a single subprocess per framework could land one side in a slow phase; with
+rounds, both see the same phases. Nothing is cached between runs (no JAX compilation cache, an empty inductor cache
 directory per subprocess). Memory: the subprocess's peak resident set
 (``resource.getrusage`` ``ru_maxrss``), and its growth from just before the first call (the
 case's working memory, compilation included). The DSM step is a double backward, which
@@ -497,6 +502,17 @@ def run_worker(case, backend, args, extra=()):
     return {"error": last_error(proc.stderr)}
 
 
+def combine(rounds: list[dict]) -> dict:
+    """One (case, framework)'s result over its rounds: the median of their medians, the
+    fastest call of any, the first round's first call and memory; an error if any failed."""
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return failed[0]
+    medians = [r["median_ms"] for r in rounds]
+    return dict(rounds[0], median_ms=statistics.median(medians),
+                min_ms=min(r["min_ms"] for r in rounds), round_medians_ms=medians)
+
+
 def versions() -> dict:
     from importlib.metadata import version
 
@@ -538,6 +554,10 @@ def tables(results, args, sizes) -> str:
                 if row.get(b) and "iterations" in row[b]:
                     its.append(f"{b} {row[b]['iterations']}")
             notes.append("iterations: " + ", ".join(its))
+        rounds = [f"{b} " + "/".join(f"{ms:.1f}" for ms in row[b]["round_medians_ms"])
+                  for b in BACKENDS if len((row.get(b) or {}).get("round_medians_ms", [])) > 1]
+        if rounds:
+            notes.append("rounds (ms): " + ", ".join(rounds))
         for b in BACKENDS:
             if row.get(b) and "error" in row[b]:
                 notes.append(f"{b}: {row[b]['error']}")
@@ -644,6 +664,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls after warm-up (default 10, --quick 5)")
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="subprocesses per (case, framework), frameworks alternating")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per subprocess")
     parser.add_argument("--out", help="write the markdown tables here")
@@ -688,30 +710,34 @@ def main() -> None:
     def dlw_iterations():
         """K for the PyTorch unrolled hypergradient: the iterations of jaxden's forward solve
         in ``dlw_hypergrad`` (run once more on its own if that case was not asked for)."""
-        r = results.get("dlw_hypergrad", {}).get("jax")
+        r = (rows.get("dlw_hypergrad", {}).get("jax") or [None])[0]
         if r is None:
             r = probe.setdefault("dlw", run_worker("dlw_hypergrad", "jax", args))
         return r.get("iterations")
 
+    rows = {}
     for case in cases:
-        row = results[case] = {}
-        for backend in backends:
-            extra = []
-            jax_r = row.get("jax") or {}
-            if case == "dlw_hypergrad_unrolled" or (case == "dlw_hypergrad" and backend != "jax"):
-                k = dlw_iterations()
-                if k is None:
-                    row[backend] = {"error": "needs the JAX iteration count, which failed"}
-                    continue
-                extra += ["--iterations", str(k)]
-            if case == "tv_solve" and backend != "jax":
-                extra += ["--check-every", str(jax_r.get("check_every", 1))]
-            print(f"{case:>24} {backend:<14}", end=" ", flush=True)
-            row[backend] = run_worker(case, backend, args, extra)
-            r = row[backend]
-            print(r["error"] if "error" in r else
-                  f"median {r['median_ms']:.1f} ms, first {r['first_s']:.2f} s, "
-                  f"peak {r['peak_mb']:.0f} MB", flush=True)
+        row = rows[case] = {backend: [] for backend in backends}
+        for _ in range(args.rounds):
+            for backend in backends:
+                extra = []
+                if case == "dlw_hypergrad_unrolled" or (case == "dlw_hypergrad"
+                                                        and backend != "jax"):
+                    k = dlw_iterations()
+                    if k is None:
+                        row[backend].append(
+                            {"error": "needs the JAX iteration count, which failed"})
+                        continue
+                    extra += ["--iterations", str(k)]
+                if case == "tv_solve" and backend != "jax":
+                    extra += ["--check-every", str(row["jax"][0].get("check_every", 1))]
+                print(f"{case:>24} {backend:<14}", end=" ", flush=True)
+                row[backend].append(run_worker(case, backend, args, extra))
+                r = row[backend][-1]
+                print(r["error"] if "error" in r else
+                      f"median {r['median_ms']:.1f} ms, first {r['first_s']:.2f} s, "
+                      f"peak {r['peak_mb']:.0f} MB", flush=True)
+        results[case] = {backend: combine(rounds) for backend, rounds in row.items()}
     hypergradient = []
     if not (args.no_hypergradient or args.quick):
         print("hypergradient.py (implicit vs unrolled at equal accuracy)", flush=True)
@@ -725,7 +751,8 @@ def main() -> None:
         f"devices {args.jax_devices} (train steps shard their batch over them); "
         f"microbatches {args.microbatches}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- Median of {args.repeats} calls after the first call and 2 warm-up calls; "
+        f"- Median over {args.rounds} round(s) (frameworks alternating) of the median of "
+        f"{args.repeats} calls after the first call and 2 warm-up calls; "
         + load_and_wall(load_before, load_after, started),
     ]
     emit("\n".join(header) + "\n\n" + tables(results, args, sizes) + "\n\nTargets "
