@@ -11,12 +11,13 @@ NumPy seed 0). PyTorch runs eagerly and, where it works, with
 Each callable is called once (the first-call time: JAX's trace and compile, or
 ``torch.compile``'s), twice more to warm up, then ``--repeats`` times. ``--rounds R`` (default 3)
 runs every case R times, its frameworks alternating (JAX, eager, [compile], JAX, eager, ...),
-and the table gives the median over the rounds of each subprocess's median (first call and
-memory: the first round's). This machine's speed drifts for seconds at a time (the same
-energy CE step, 20-call medians within one process: 25-27 ms, and 37-38 ms in 9 of 112
-windows), so a single subprocess per framework could land one side in a slow phase; with
-rounds, both see the same phases. Nothing is cached between runs (no JAX compilation cache, an empty inductor cache
-directory per subprocess). Memory: the subprocess's peak resident set
+and the table gives the smallest of the R subprocess medians (first call and memory: the
+first round's). This machine slows down for seconds at a time (20-call medians within one
+process: energy CE step 25-27 ms, and 37-38 ms in 9 of 112 windows; DSM step 54-58 ms, and
+65-74 ms for 5-9 consecutive windows in 3 of 5 one-minute processes), so a single
+subprocess per framework could land one side in a slow phase; the slow phases only add time,
+and the fastest of R alternating rounds leaves them out on both sides. Nothing is cached
+between runs (no JAX compilation cache, an empty inductor cache directory per subprocess). Memory: the subprocess's peak resident set
 (``resource.getrusage`` ``ru_maxrss``), and its growth from just before the first call (the
 case's working memory, compilation included). The DSM step is a double backward, which
 ``torch.compile`` does not support: its row says so.
@@ -503,13 +504,14 @@ def run_worker(case, backend, args, extra=()):
 
 
 def combine(rounds: list[dict]) -> dict:
-    """One (case, framework)'s result over its rounds: the median of their medians, the
-    fastest call of any, the first round's first call and memory; an error if any failed."""
+    """One (case, framework)'s result over its rounds: the smallest of their medians (the
+    machine's slow phases only add time), the fastest call of any, the first round's first
+    call and memory; an error if any failed."""
     failed = [r for r in rounds if "error" in r]
     if failed:
         return failed[0]
     medians = [r["median_ms"] for r in rounds]
-    return dict(rounds[0], median_ms=statistics.median(medians),
+    return dict(rounds[0], median_ms=min(medians),
                 min_ms=min(r["min_ms"] for r in rounds), round_medians_ms=medians)
 
 
@@ -751,7 +753,7 @@ def main() -> None:
         f"devices {args.jax_devices} (train steps shard their batch over them); "
         f"microbatches {args.microbatches}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- Median over {args.rounds} round(s) (frameworks alternating) of the median of "
+        f"- Fastest of {args.rounds} round(s) (frameworks alternating) of the median of "
         f"{args.repeats} calls after the first call and 2 warm-up calls; "
         + load_and_wall(load_before, load_after, started),
     ]
