@@ -17,9 +17,9 @@ process: energy CE step 25-27 ms, and 37-38 ms in 9 of 112 windows; DSM step 54-
 65-74 ms for 5-9 consecutive windows in 3 of 5 one-minute processes), so a single
 subprocess per framework could land one side in a slow phase; the slow phases only add time,
 and the fastest of R alternating rounds leaves them out on both sides. Nothing is cached
-between runs (no JAX compilation cache, an empty inductor cache directory per subprocess). Memory: the subprocess's peak resident set
-(``resource.getrusage`` ``ru_maxrss``), and its growth from just before the first call (the
-case's working memory, compilation included). The DSM step is a double backward, which
+between runs (no JAX compilation cache, an empty inductor cache directory per subprocess).
+Memory: the subprocess's peak resident set (``resource.getrusage`` ``ru_maxrss``), and its
+growth from just before the first call (the case's working memory, compilation included). The DSM step is a double backward, which
 ``torch.compile`` does not support: its row says so.
 
 ``--microbatches M`` runs the train steps as ``config.microbatches = M`` does (gradient
