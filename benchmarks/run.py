@@ -19,8 +19,8 @@ subprocess per framework could land one side in a slow phase; the slow phases on
 and the fastest of R alternating rounds leaves them out on both sides. Nothing is cached
 between runs (no JAX compilation cache, an empty inductor cache directory per subprocess).
 Memory: the subprocess's peak resident set (``resource.getrusage`` ``ru_maxrss``), and its
-growth from just before the first call (the case's working memory, compilation included). The DSM step is a double backward, which
-``torch.compile`` does not support: its row says so.
+growth from just before the first call (the case's working memory, compilation included).
+The DSM step is a double backward, which ``torch.compile`` does not support: its row says so.
 
 ``--microbatches M`` runs the train steps as ``config.microbatches = M`` does (gradient
 accumulation over M parts in a ``lax.scan``) and PyTorch's as M backward passes of the parts
@@ -707,7 +707,7 @@ def main() -> None:
     sizes = SIZES[args.sizes]
     load_before = os.getloadavg()
     started = time.time()
-    results, probe = {}, {}
+    results, probe, rows = {}, {}, {}  # rows: each case's per-round results, by framework
 
     def dlw_iterations():
         """K for the PyTorch unrolled hypergradient: the iterations of jaxden's forward solve
@@ -717,7 +717,6 @@ def main() -> None:
             r = probe.setdefault("dlw", run_worker("dlw_hypergrad", "jax", args))
         return r.get("iterations")
 
-    rows = {}
     for case in cases:
         row = rows[case] = {backend: [] for backend in backends}
         for _ in range(args.rounds):

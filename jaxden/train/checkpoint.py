@@ -351,10 +351,10 @@ def _hide_unretrieved_tensorstore_errors() -> None:
     fail; the first error is raised (and reported as one line by ``newest_readable``), and
     asyncio reports each other one as "Task exception was never retrieved" (with its
     traceback) or, for a tensorstore future that no task awaited, "Future exception was
-    never retrieved" (three lines), whenever it is garbage-collected (1 in 60 restores of a
-    truncated checkpoint, one-off script; the Future form failed ``tests/test_faults.py`` in
-    CI). Drop those reports, and only those, from the ``asyncio`` logger for the rest of the
-    process."""
+    never retrieved" (three lines under absl's logging: as many as the extra lines that failed
+    ``tests/test_faults.py`` in CI, whose text pytest cut short), whenever it is
+    garbage-collected (1 in 60 restores of a truncated checkpoint, one-off script). Drop those
+    reports, and only those, from the ``asyncio`` logger for the rest of the process."""
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _UnretrievedTensorstoreErrors) for f in logger.filters):
         logger.addFilter(_UnretrievedTensorstoreErrors())
