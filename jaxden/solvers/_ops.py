@@ -76,3 +76,38 @@ def project_l2_ball(p: tuple[jax.Array, ...], radius: jax.Array) -> tuple[jax.Ar
 def project_linf_ball(p: tuple[jax.Array, ...], radius: jax.Array) -> tuple[jax.Array, ...]:
     """Clip each entry to [-radius, radius]: dual of the anisotropic (L1) TV norm."""
     return tuple(jnp.clip(pi, -radius, radius) for pi in p)
+
+
+def _tie_weight(a: jax.Array, b: jax.Array) -> jax.Array:
+    """d max(a, b) / da as JAX's autodiff takes it: 1 where a > b, 1/2 at a tie, 0 else."""
+    return jnp.where(a > b, 1.0, jnp.where(a == b, 0.5, 0.0)).astype(a.dtype)
+
+
+def project_l2_ball_transpose(q: tuple[jax.Array, ...], radius: jax.Array):
+    """u -> J^T u, J the Jacobian of ``project_l2_ball`` at q (as autodiff's, ties included).
+
+    With m = max(radius, |q|) and s = radius / m, J u = s u - c q (q . u) per vector, where
+    c = t radius / (m^2 |q|) and t = d max(radius, |q|) / d|q| (1 outside the ball, 0 inside):
+    J is symmetric, so J^T = J. Computed once as s and a = sqrt(c) q, then J^T u = s u -
+    a (a . u): no square root or division per product.
+    """
+    sq = sum(jnp.square(qi) for qi in q)
+    norm = jnp.sqrt(jnp.maximum(sq, jnp.finfo(sq.dtype).tiny))
+    m = jnp.maximum(radius, norm)
+    scale = radius / m
+    root_c = jnp.sqrt(_tie_weight(norm, radius) * radius / (m * m * norm))
+    a = tuple(root_c * qi for qi in q)
+
+    def apply(u):
+        dot = sum(ai * ui for ai, ui in zip(a, u))
+        return tuple(scale * ui - ai * dot for ai, ui in zip(a, u))
+
+    return apply
+
+
+def project_linf_ball_transpose(q: tuple[jax.Array, ...], radius: jax.Array):
+    """u -> J^T u, J the (diagonal) Jacobian of ``project_linf_ball`` at q, as autodiff's:
+    clip = min(radius, max(-radius, q)), so 1 inside, 1/2 on the boundary, 0 outside."""
+    masks = tuple(_tie_weight(qi, -radius) * _tie_weight(radius, jnp.maximum(-radius, qi))
+                  for qi in q)
+    return lambda u: tuple(mi * ui for mi, ui in zip(masks, u))

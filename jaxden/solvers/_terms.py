@@ -1,7 +1,7 @@
 """The regularisers as ``_pdhg.Term``s: spatial TV, spatio-spectral TV, nuclear norm."""
 
 from jaxden.solvers import _ops
-from jaxden.solvers._pdhg import Term
+from jaxden.solvers._pdhg import Term, autodiff_transpose
 from jaxden.solvers._spectral import project_spectral_ball
 
 
@@ -21,11 +21,14 @@ def total_variation(iso: bool, boundary: str, spectral: bool = False) -> Term:
         adjoint=lambda p: _ops.gradient_adjoint(p, axes, boundaries),
         project=_ops.project_l2_ball if iso else _ops.project_linf_ball,
         norm_sq=4.0 * len(axes),
+        project_transpose=(_ops.project_l2_ball_transpose if iso
+                           else _ops.project_linf_ball_transpose),
     )
 
 
 def nuclear_norm() -> Term:
     """Nuclear norm of the (H*W, C) matrix of an image; K is the identity."""
     return Term(
-        apply=lambda x: x, adjoint=lambda p: p, project=project_spectral_ball, norm_sq=1.0
+        apply=lambda x: x, adjoint=lambda p: p, project=project_spectral_ball, norm_sq=1.0,
+        project_transpose=autodiff_transpose(project_spectral_ball),
     )
