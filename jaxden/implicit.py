@@ -274,13 +274,14 @@ def fixed_point(
         ``"neumann"`` (the adjoint fixed-point iteration, module docstring), ``"gmres"``
         (``jaxden.krylov.gmres``, restarted every ``linear_restart`` iterations, Gram-Schmidt
         reorthogonalised) or ``"bicgstab"`` (``jax.scipy.sparse.linalg.bicgstab``).
-        Measured (``benchmarks/hypergradient.py``, 64x64 weighted TV, float64; 2 cores):
-        forward + gradient at tol 1e-5 / 1e-6 / 1e-7 (adjoint tol 100 x tol) took
-        9.8 / 20.0 / 63.6 ms with the Neumann iteration, 26.9 / 29.5 / 85.5 ms with GMRES,
-        whose basis of ``linear_restart`` + 1 vectors raised XLA's temporary memory from
-        1.22 to 4.52 MB. On one
-        31-band 64x64 image to adjoint tol 1e-3 the Neumann iteration took 260 step-VJPs
-        (187 ms), GMRES 113 iterations (498 ms): its basis products dominate at that size.
+        Measured (``benchmarks/hypergradient.py --problems 1``, 64x64 weighted TV, float64,
+        ``jaxden.solvers``' hand-written ``transpose``; 2 cores): forward + gradient at tol
+        1e-5 / 1e-6 / 1e-7 (adjoint tol 100 x tol) took 8.6 / 16.6 / 47.9 ms with the
+        Neumann iteration, 15.2 / 30.4 / 83.1 ms with GMRES, whose basis of
+        ``linear_restart`` + 1 vectors raised XLA's temporary memory from 0.75 to 4.52 MB.
+        On one 31-band 64x64 image to adjoint tol 1e-3 (with autodiff's step-VJPs) the
+        Neumann iteration took 260 step-VJPs (187 ms), GMRES 113 iterations (498 ms): its
+        basis products dominate at that size.
         GMRES may need fewer products where the forward iteration converges slowly.
         Where the dual solution is not unique (e.g. anisotropic TV on flat regions) the
         system is singular; the Neumann iteration and GMRES (started from g) gave the
