@@ -21,6 +21,7 @@ of the noise's singular values).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
@@ -59,6 +60,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         # took 3-4x fewer step-VJPs than 1e-4 at the same gradient error (GMRES, then the
         # adjoint solver; with today's adjoint iteration 260 against 518 on one image).
         linear_tol=1e-3,
+        # Cap on the adjoint solve's step-VJPs; None: max_iter (README, DLW: the gradient's
+        # error at these settings)
+        linear_max_iter=config_dict.placeholder(int),
         mode="implicit",  # implicit | unrolled (backprop through max_iter iterations)
         # log_mse: mean over sources and patches of log(patch MSE), each model's relative
         # error weighed alike; mse: the authors' mean over sources of the MSE, under which

@@ -6,6 +6,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -58,6 +59,28 @@ def test_hypergradient_implicit_matches_long_unrolling():
     flat_u = jnp.concatenate([g.ravel() for g in jax.tree.leaves(unrolled)])
     assert float(jnp.linalg.norm(flat_i)) > 0
     assert float(jnp.linalg.norm(flat_i - flat_u) / jnp.linalg.norm(flat_u)) < 1e-3
+
+
+def test_linear_max_iter_caps_the_adjoint_solve(capfd):
+    """``dlw.linear_max_iter`` reaches the solvers' adjoint solve (whose warning names the
+    cap), and a config saved before the key existed still trains (cap: max_iter)."""
+    config = dlw_configs.get_config("tiny")
+    graphdef, params = nnx.split(DLWNetTiny(3, rngs=nnx.Rngs(0)))
+    clean = smooth_images((2, 10, 9, 3))
+    noisy = noise.NOISE_TYPES["impulse"](jax.random.key(2), clean)
+
+    def grad(c):
+        loss = lambda p: dlw.bilevel_loss(nnx.merge(graphdef, p), clean, noisy, c)[0]  # noqa: E731
+        return jax.block_until_ready(jax.jit(jax.grad(loss))(params))
+
+    config.dlw.update(tol=1e-6, linear_tol=1e-9, linear_max_iter=3)
+    grad(config)
+    assert "after 3 step-VJPs (linear_max_iter=3)" in capfd.readouterr().err
+    saved = config.dlw.to_dict()
+    del saved["linear_max_iter"]
+    config.dlw = ml_collections.ConfigDict(saved)
+    grads = grad(config)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
 def test_unknown_model_names_the_choices():

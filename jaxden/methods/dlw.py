@@ -52,7 +52,8 @@ def check_models(names, key: str) -> tuple[str, ...]:
 
 
 def solve(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
-          max_iter: int, mode: str = "implicit", linear_tol: float | None = None):
+          max_iter: int, mode: str = "implicit", linear_tol: float | None = None,
+          linear_max_iter: int | None = None):
     """(x, SolverInfo) of lower-level model ``name`` on y (B, H, W, C) with fidelity
     ``weights`` (None: all ones) and the strengths of ``lam`` (module docstring).
 
@@ -64,15 +65,18 @@ def solve(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
     took 996 ms jointly and 369 ms per image (8 images: 674 and 628 ms; 2 cores)."""
     def one(y, weights):
         x, info = _solve_batch(name, y[None], None if weights is None else weights[None], lam,
-                               tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol)
+                               tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
+                               linear_max_iter=linear_max_iter)
         return x[0], info
 
     return jax.vmap(one, in_axes=(0, None if weights is None else 0))(y, weights)
 
 
 def _solve_batch(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
-                 max_iter: int, mode: str, linear_tol: float | None):
-    kw = dict(tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol)
+                 max_iter: int, mode: str, linear_tol: float | None,
+                 linear_max_iter: int | None):
+    kw = dict(tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
+              linear_max_iter=linear_max_iter)
     root = math.sqrt(y.shape[-3] * y.shape[-2])
     if name == "tv":
         return solvers.tv(y, lam.tv, weights, iso=True, **kw)
@@ -131,7 +135,9 @@ def bilevel_loss(weight_net, clean, noisy, config: ml_collections.ConfigDict):
     for name in d.sources:
         x, info = per_device(functools.partial(solve, name, lam=d.lam, tol=d.tol,
                                                max_iter=d.max_iter, mode=d.mode,
-                                               linear_tol=d.linear_tol),
+                                               linear_tol=d.linear_tol,
+                                               # None (runs saved before the key): max_iter
+                                               linear_max_iter=d.get("linear_max_iter")),
                              noisy, weights)
         term = upper_loss(x, clean, d.upper_loss)
         out[f"loss_{name}"] = term

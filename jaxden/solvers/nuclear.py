@@ -16,6 +16,7 @@ def nuclear(
     mode: str = "implicit",
     linear_tol: float | None = None,
     linear_solver: str = "neumann",
+    linear_max_iter: int | None = None,
 ) -> tuple[jax.Array, SolverInfo]:
     """x* = argmin_x 0.5 * sum(weights * (x - y)^2) + lam * ||X||_*, X = x as (H*W, C).
 
@@ -34,5 +35,5 @@ def nuclear(
         (_terms.nuclear_norm(),), y, _checks.weights(weights, y),
         (_checks.strength(lam, y, "lam"),),
         ratio=1.0, tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-        linear_solver=linear_solver,
+        linear_solver=linear_solver, linear_max_iter=linear_max_iter,
     )

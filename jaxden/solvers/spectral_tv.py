@@ -18,6 +18,7 @@ def spectral_tv(
     mode: str = "implicit",
     linear_tol: float | None = None,
     linear_solver: str = "neumann",
+    linear_max_iter: int | None = None,
 ) -> tuple[jax.Array, SolverInfo]:
     """x* = argmin_x 0.5 * sum(weights * (x - y)^2) + lam * TV_3D(x).
 
@@ -32,5 +33,5 @@ def spectral_tv(
     return _pdhg.solve(
         (term,), y, _checks.weights(weights, y), (_checks.strength(lam, y, "lam"),),
         ratio=0.1, tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-        linear_solver=linear_solver,
+        linear_solver=linear_solver, linear_max_iter=linear_max_iter,
     )
