@@ -52,11 +52,15 @@ def test_transpose_equals_autodiff_step_vjp(name):
 
 
 def test_projection_transposes_match_autodiff_at_ties():
-    """Entries exactly on a ball's boundary, where autodiff splits max's derivative in two."""
+    """Entries exactly on a ball's boundary, where autodiff splits max's derivative in two,
+    and q = 0, where the l2 ball's norm is floored."""
     with jax.enable_x64(True):
         radius = jnp.float64(0.5)
-        q = (jnp.array([0.5, 0.3, 0.0, 2.0, -0.5]), jnp.array([0.0, 0.4, 0.1, -1.0, 0.0]))
-        u = (jnp.array([1.0, -2.0, 0.5, 0.3, 0.7]), jnp.array([0.2, 1.5, -1.0, 0.9, -0.4]))
+        # on the l2 boundary, inside, outside, on the linf boundary, and the zero vector
+        q = (jnp.array([0.5, 0.3, 0.0, 2.0, -0.5, 0.0]),
+             jnp.array([0.0, 0.4, 0.1, -1.0, 0.0, 0.0]))
+        u = (jnp.array([1.0, -2.0, 0.5, 0.3, 0.7, 0.6]),
+             jnp.array([0.2, 1.5, -1.0, 0.9, -0.4, -0.8]))
         for project, transpose in [(_ops.project_l2_ball, _ops.project_l2_ball_transpose),
                                    (_ops.project_linf_ball, _ops.project_linf_ball_transpose)]:
             want = jax.vjp(lambda q: project(q, radius), q)[1](u)[0]

@@ -95,7 +95,8 @@ def project_l2_ball_transpose(q: tuple[jax.Array, ...], radius: jax.Array):
     norm = jnp.sqrt(jnp.maximum(sq, jnp.finfo(sq.dtype).tiny))
     m = jnp.maximum(radius, norm)
     scale = radius / m
-    root_c = jnp.sqrt(_tie_weight(norm, radius) * radius / (m * m * norm))
+    t = _tie_weight(norm, radius)
+    root_c = jnp.where(t > 0, jnp.sqrt(t * radius / (m * m * norm)), 0.0)  # no 0 * inf
     a = tuple(root_c * qi for qi in q)
 
     def apply(u):
