@@ -32,19 +32,15 @@ ProjectTranspose = Callable[[Dual, jax.Array], Callable[[Dual], Dual]]
 
 class Term(NamedTuple):
     """One regulariser lam * R(K x): K (image -> dual pytree), K^T, the dual-ball
-    projection, a bound on ||K||^2, and the transpose of the projection's Jacobian
-    (``autodiff_transpose(project)`` where no closed form is written)."""
+    projection, a bound on ||K||^2, and the transpose of the projection's Jacobian at q,
+    ``(q, lam) -> (u -> J^T u)`` (``implicit.autodiff_transpose`` on ``project`` where no
+    closed form is written)."""
 
     apply: Callable[[jax.Array], Dual]
     adjoint: Callable[[Dual], jax.Array]
     project: Project
     norm_sq: float
     project_transpose: ProjectTranspose
-
-
-def autodiff_transpose(project: Project) -> ProjectTranspose:
-    """The projection's Jacobian transpose at q by autodiff, linearised at each product."""
-    return lambda q, lam: lambda u: jax.vjp(lambda q: project(q, lam), q)[1](u)[0]
 
 
 def _step_sizes(terms: tuple[Term, ...], ratio: float) -> tuple[float, float]:

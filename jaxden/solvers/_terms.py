@@ -1,7 +1,10 @@
 """The regularisers as ``_pdhg.Term``s: spatial TV, spatio-spectral TV, nuclear norm."""
 
+import functools
+
+from jaxden import implicit
 from jaxden.solvers import _ops
-from jaxden.solvers._pdhg import Term, autodiff_transpose
+from jaxden.solvers._pdhg import Term
 from jaxden.solvers._spectral import project_spectral_ball
 
 
@@ -30,5 +33,5 @@ def nuclear_norm() -> Term:
     """Nuclear norm of the (H*W, C) matrix of an image; K is the identity."""
     return Term(
         apply=lambda x: x, adjoint=lambda p: p, project=project_spectral_ball, norm_sq=1.0,
-        project_transpose=autodiff_transpose(project_spectral_ball),
+        project_transpose=functools.partial(implicit.autodiff_transpose, project_spectral_ball),
     )
