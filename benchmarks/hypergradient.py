@@ -2,15 +2,16 @@
 
     .venv/bin/python benchmarks/hypergradient.py [--size 64] [--problems 4] [--repeats 5]
                                                  [--rounds 2] [--linear-solver S]
+                                                 [--tols 1e-2,...] [--iterations 20,...]
 
 Problems (``--problems``, up to 4): size x size crops of skimage ``camera`` in [0, 1] at the
 four ``CROPS``; problem i has Gaussian noise sigma = 25/255 (seed 2 i) and DLW-style weights
 exp(0.5 * N(0, 1)) (seed 2 i + 1); lam = 0.05; upper loss 0.5 * ||x*(y, W, lam) - clean||^2;
 gradient wrt (y, W, lam); float64. References: implicit at residual 1e-12.
-Rows: implicit at forward tolerance tol (half decades from 1e-2 to 1e-8) with adjoint
-tolerance 100, 30 and 10 * tol (``--linear-solver``, default the adjoint fixed-point
-iteration ``neumann``), and unrolled with K = 20, 100, 500, 1000, 2000 iterations (Rui et al.,
-arXiv 2301.06081, unroll K = 15-20 ADMM steps). A row's error is its largest relative
+Rows: implicit at forward tolerance tol (``--tols``, default half decades from 1e-2 to 1e-8)
+with adjoint tolerance 100, 30 and 10 * tol (``--linear-solver``, default the adjoint
+fixed-point iteration ``neumann``), and unrolled with K = 20, 100, 500, 1000, 2000 iterations
+(``--iterations``; Rui et al., arXiv 2301.06081, unroll K = 15-20 ADMM steps). A row's error is its largest relative
 gradient error over the problems, its time the sum over the problems of the median over
 repeats of the jitted value-and-gradient (after one warm-up call), the smallest such sum over
 ``--rounds`` passes over all rows (this machine slows down for seconds at a time: one pass
@@ -44,6 +45,8 @@ from jaxden import solvers  # noqa: E402
 
 
 CROPS = ((200, 200), (100, 50), (150, 250), (300, 100))  # (row, column) in ``camera``
+TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8)
+ITERATIONS = (20, 100, 500, 1000, 2000)
 
 
 def problem(size, i):
@@ -78,6 +81,18 @@ def measure(fn, args, repeats):
     return float(np.median(times)), info, grads
 
 
+def _numbers(kind):
+    """argparse type: a comma-separated list of ``kind`` values as a tuple."""
+    def parse(text):
+        try:
+            return tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    return parse
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64)
@@ -88,9 +103,16 @@ def main():
                         help="passes over all rows; each row's time is its fastest pass")
     parser.add_argument("--linear-solver", default="neumann",
                         help="adjoint solver of the implicit rows: neumann, gmres or bicgstab")
+    parser.add_argument("--tols", type=_numbers(float), default=TOLS,
+                        help="forward tolerances of the implicit rows, comma-separated")
+    parser.add_argument("--iterations", type=_numbers(int), default=ITERATIONS,
+                        help="iteration counts K of the unrolled rows, comma-separated")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    if min(args.tols) <= 0 or min(args.iterations) < 1:
+        parser.error(f"need --tols > 0 and --iterations >= 1, got {args.tols}, "
+                     f"{args.iterations}")
     problems = [problem(args.size, i) for i in range(args.problems)]
     reference = hypergradient(tol=1e-12, max_iter=200000, linear_tol=1e-12)
     refs, ref_iterations, ref_residual = [], [], 0.0
@@ -105,11 +127,8 @@ def main():
     rows = {f"implicit tol={tol:.0e},adj={ratio * tol:.0e}": dict(
                 tol=tol, linear_tol=ratio * tol, max_iter=200000,
                 linear_solver=args.linear_solver)
-            for tol in (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8,
-                        1e-8)
-            for ratio in (100, 30, 10)}
-    rows |= {f"unrolled K={k}": dict(max_iter=k, mode="unrolled")
-             for k in (20, 100, 500, 1000, 2000)}
+            for tol in args.tols for ratio in (100, 30, 10)}
+    rows |= {f"unrolled K={k}": dict(max_iter=k, mode="unrolled") for k in args.iterations}
     print(f"{'method':<28}{'iters':>14}{'time ms':>10}{'temp MB':>10}{'rel grad err':>14}")
     compiled, results = {}, {}
     for round_ in range(args.rounds):

@@ -604,10 +604,16 @@ def run_hypergradient(args) -> list:
                           args)
     except subprocess.TimeoutExpired:
         return []
+    return hypergradient_ratios(proc.stdout)
+
+
+def hypergradient_ratios(stdout: str) -> list:
+    """The equal-accuracy lines of ``hypergradient.py``'s output as (unrolled K, implicit
+    row, time ratio, memory ratio)."""
     pattern = re.compile(r"unrolled K=(\d+) \(err [^)]*\) vs (implicit tol=\S+): unrolled/"
                          r"implicit time ([\d.]+)x, temp memory ([\d.]+)x")
     return [(int(m.group(1)), m.group(2), float(m.group(3)), float(m.group(4)))
-            for m in map(pattern.search, proc.stdout.splitlines()) if m]
+            for m in map(pattern.search, stdout.splitlines()) if m]
 
 
 def targets(results, hypergradient) -> str:
