@@ -1,7 +1,7 @@
 """One full DLW bilevel training step in the authors' setting (issue 6, item 7).
 
     .venv/bin/python benchmarks/dlw_step.py [--batch 10] [--size 64] [--bands 31] [--repeats 3]
-        [--microbatches M] [--breakdown]
+        [--microbatches M] [--breakdown] [--mode unrolled --max_iter 20 [--remat]]
 
 Rui et al., arXiv 2301.06081, code ``xyrui/DLWnet``: batch 10 of 31-band 64x64 patches, the
 band-aware 3-D weight net (``DLWNet3D``: depth 4, 64 features), weighted TV lower level, Adam.
@@ -79,7 +79,7 @@ def breakdown(graphdef, state, clean, config, repeats):
     def lower_level(weights):
         def loss(w):
             x, _ = methods.dlw.solve("tv", noisy, w, dlw.lam, tol=dlw.tol, max_iter=dlw.max_iter,
-                                     mode=dlw.mode, linear_tol=dlw.linear_tol)
+                                     mode=dlw.mode, linear_tol=dlw.linear_tol, remat=dlw.remat)
             return jnp.sum((x - clean) ** 2)
         return jax.grad(loss)(weights)
 
@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--linear_tol", type=float, default=1e-3,
                         help="adjoint solve tolerance (configs/dlw.py's dlw.linear_tol)")
     parser.add_argument("--mode", default="implicit")
+    parser.add_argument("--remat", action="store_true",
+                        help="with --mode unrolled: configs/dlw.py's dlw.remat (checkpointed "
+                             "iterates, the steps between them recomputed)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--microbatches", type=int, default=1,
                         help="config.microbatches: split the batch into this many parts, one "
@@ -113,7 +116,7 @@ def main() -> None:
     config.model.update(name="dlwnet3d", depth=4, features=64)
     config.noise.kinds = ("impulse",)
     config.dlw.update(sources=("tv",), tol=args.tol, max_iter=args.max_iter, mode=args.mode,
-                      linear_tol=args.linear_tol, upper_loss="mse")  # the authors' objective
+                      remat=args.remat, linear_tol=args.linear_tol, upper_loss="mse")  # the authors' objective
     model = build_model(config.model, in_channels=args.bands, rngs=nnx.Rngs(0))
     loss_fn = methods.get("dlw").make_loss(config)
     tx = optax.adam(1e-3)

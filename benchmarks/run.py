@@ -609,9 +609,10 @@ def run_hypergradient(args) -> list:
 
 def hypergradient_ratios(stdout: str) -> list:
     """The equal-accuracy lines of ``hypergradient.py``'s output as (unrolled K, implicit
-    row, time ratio, memory ratio)."""
-    pattern = re.compile(r"unrolled K=(\d+) \(err [^)]*\) vs (implicit tol=\S+): unrolled/"
-                         r"implicit time ([\d.]+)x, temp memory ([\d.]+)x")
+    row, time ratio, memory ratio), for the plain unrolled rows (the authors' method), not
+    the ``unrolled+remat`` ones."""
+    pattern = re.compile(r"^\s*unrolled K=(\d+) \(err [^)]*\) vs (implicit tol=\S+): "
+                         r"unrolled/implicit time ([\d.]+)x, temp memory ([\d.]+)x")
     return [(int(m.group(1)), m.group(2), float(m.group(3)), float(m.group(4)))
             for m in map(pattern.search, stdout.splitlines()) if m]
 

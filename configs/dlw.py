@@ -64,6 +64,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         # error at these settings)
         linear_max_iter=config_dict.placeholder(int),
         mode="implicit",  # implicit | unrolled (backprop through max_iter iterations)
+        # unrolled mode: recompute steps from about 2 sqrt(max_iter) kept iterates in the
+        # backward pass, not keep every step's intermediates (same gradient; README, DLW)
+        remat=False,
         # log_mse: mean over sources and patches of log(patch MSE), each model's relative
         # error weighed alike; mse: the authors' mean over sources of the MSE, under which
         # the nuclear norm's larger errors dominated and DLW-weighted TV lost 0.8 dB to

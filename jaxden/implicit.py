@@ -23,7 +23,12 @@ forward's rate (same spectrum), costs one step-VJP per iteration and keeps one v
 
 ``mode="unrolled"`` runs exactly ``max_iter`` steps in a ``lax.scan`` and lets autodiff
 backpropagate through every one (the hypergradient of Rui et al., arXiv 2301.06081, and of
-the authors' DLWnet code); its memory grows linearly with ``max_iter``.
+the authors' DLWnet code); its memory grows linearly with ``max_iter``. With ``remat=True``
+it keeps only every c-th iterate, c about sqrt(max_iter), and recomputes the steps between
+them in the backward pass (two-level checkpointing: Griewank 1992, "Achieving logarithmic
+growth of temporal and spatial complexity in reverse automatic differentiation"; Chen et al.
+2016, "Training deep nets with sublinear memory cost"): the same gradient from O(sqrt K)
+iterates instead of K steps' intermediates.
 
 Rule: ``params`` must hold everything a gradient has to reach (data, weights, regularisation
 strengths). ``step`` must not close over traced differentiable values: the custom VJP below
@@ -109,14 +114,46 @@ def _iterate(step: Step, z0: PyTree, params: PyTree, tol: float, max_iter: int,
     return z, SolverInfo(residual, k)
 
 
-def _unrolled(step: Step, z0: PyTree, params: PyTree, num_iter: int):
+def _unrolled(step: Step, z0: PyTree, params: PyTree, num_iter: int, remat: bool):
     """Exactly num_iter steps, differentiated by reverse-mode autodiff through the scan."""
     if num_iter < 1:
         raise ValueError(f"mode='unrolled' needs max_iter >= 1, got {num_iter}.")
-    z_before = jax.lax.scan(lambda z, _: (step(z, params), None), z0, length=num_iter - 1)[0]
+    z_before = (_checkpointed_steps if remat else _steps)(step, z0, params, num_iter - 1)
     z = step(z_before, params)
     residual = jax.lax.stop_gradient(_relative_change(z, z_before))
     return z, SolverInfo(residual, jnp.asarray(num_iter, jnp.int32))
+
+
+def _steps(step: Step, z: PyTree, params: PyTree, n: int) -> PyTree:
+    """n steps in a ``lax.scan``; autodiff keeps every step's intermediates."""
+    return jax.lax.scan(lambda z, _: (step(z, params), None), z, length=n)[0]
+
+
+def _checkpointed_steps(step: Step, z: PyTree, params: PyTree, n: int) -> PyTree:
+    """``_steps`` whose backward pass holds about 2 sqrt(n) iterates: an outer scan over
+    segments of c = round(sqrt(n)) steps keeps each segment's first iterate; the backward
+    pass recomputes a segment, keeping its c iterates, then each step's intermediates one
+    step at a time (``jax.checkpoint``). The forward steps run about three times.
+
+    On 64x64 weighted TV in float64 (2 cores, one-off script) against ``_steps``: K = 100 /
+    500 / 2000 steps forward + backward took 56.6 / 288 / 1137 ms against 76.2 / 384 /
+    1605 ms (less memory to write and read back outweighs the recomputation), in 2.41 / 4.72
+    / 8.94 MB of XLA temporaries against 37.9 / 188 / 750 MB; keeping each step's iterate
+    only (one level) took 54.1 / 265 / 1095 ms in 9.84 / 47.3 / 188 MB.
+    """
+    segment = max(1, round(n ** 0.5))
+    segments, rest = divmod(n, segment)
+
+    @jax.checkpoint
+    def one_step(z, _):
+        return step(z, params), None
+
+    @jax.checkpoint
+    def one_segment(z, _):
+        return jax.lax.scan(one_step, z, length=segment)[0], None
+
+    z = jax.lax.scan(one_segment, z, length=segments)[0]
+    return jax.lax.scan(one_step, z, length=rest)[0]
 
 
 def autodiff_transpose(step: Step, z: PyTree, params: PyTree):
@@ -257,6 +294,7 @@ def fixed_point(
     linear_restart: int = 20,
     check_every: int = 10,
     transpose: Transpose | None = None,
+    remat: bool = False,
 ) -> tuple[PyTree, SolverInfo]:
     """Fixed point z* = step(z*, params), differentiable in ``params``.
 
@@ -302,6 +340,10 @@ def fixed_point(
         e.g. one written by hand whose linearisation is computed once (``jaxden.solvers``'
         Chambolle-Pock step); it must equal autodiff's. None (default): autodiff's
         vector-Jacobian product of ``step``, linearised afresh at each product.
+      remat: unrolled mode only: keep about 2 sqrt(max_iter) iterates for the backward pass
+        and recompute the steps between them (module docstring; ``_checkpointed_steps``),
+        not every step's intermediates. The same gradient, in less memory and, for cheap
+        steps such as the solvers' on CPU, less time too.
 
     Returns:
       (z_star, SolverInfo(residual, iterations)).
@@ -319,8 +361,11 @@ def fixed_point(
         raise ValueError(f"linear_restart must be >= 1, got {linear_restart}.")
     if tol <= 0 or max_iter < 1:
         raise ValueError(f"Need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}.")
+    if remat and mode != "unrolled":
+        raise ValueError(f"remat=True applies to mode='unrolled' only, got mode={mode!r} "
+                         "(implicit mode keeps no iterates for its backward pass).")
     if mode == "unrolled":
-        return _unrolled(step, z0, params, max_iter)
+        return _unrolled(step, z0, params, max_iter, bool(remat))
     cfg = _Config(
         tol=float(tol),
         max_iter=int(max_iter),

@@ -90,6 +90,19 @@ def test_unknown_model_names_the_choices():
         dlw.DLW().make_loss(config)
 
 
+def test_remat_needs_unrolled_mode():
+    config = dlw_configs.get_config("tiny")
+    config.dlw.remat = True
+    with pytest.raises(ValueError, match="config.dlw.remat=True applies to "
+                                         "config.dlw.mode='unrolled' only"):
+        dlw.DLW().make_loss(config)
+    config.dlw.mode = "unrolled"
+    dlw.DLW().make_loss(config)
+    config.dlw.mode = "adjoint"
+    with pytest.raises(ValueError, match="config.dlw.mode='adjoint': choose one of"):
+        dlw.DLW().make_loss(config)
+
+
 def test_upper_losses_against_numpy():
     """"mse": the batch MSE; "log_mse": the mean over patches of log(patch MSE), so that a
     patch (or a model) with 100x the error weighs no more than others."""

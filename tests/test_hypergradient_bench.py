@@ -1,6 +1,7 @@
 """``benchmarks/hypergradient.py`` end to end on a small grid (16x16, one problem, two forward
-tolerances, K = 20 and 200): its rows, and its "at equal accuracy" pairing as
-``benchmarks/run.py`` reads it (``hypergradient_ratios``), recomputed from the printed rows.
+tolerances, K = 20 and 200, unrolled with and without remat): its rows, and its "at equal
+accuracy" pairing as ``benchmarks/run.py`` reads it (``hypergradient_ratios``), recomputed
+from the printed rows.
 The timings only have to be consistent with each other; the memory figures are XLA's
 compiled buffer sizes, which do not vary between runs."""
 
@@ -14,7 +15,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.run import hypergradient_ratios  # noqa: E402
 
-ROW = re.compile(r"^(implicit tol=\S+|unrolled K=\d+)\s+(\d+)-(\d+)\s+([\d.]+)\s+([\d.]+)"
+ROW = re.compile(r"^(implicit tol=\S+|unrolled(?:\+remat)? K=\d+)\s+(\d+)-(\d+)\s+([\d.]+)\s+([\d.]+)"
                  r"\s+([\d.e+-]+)$")
 
 
@@ -34,14 +35,20 @@ def test_small_grid_rows_and_equal_accuracy_pairs():
         (("1e-02", ("1e+00", "3e-01", "1e-01")), ("1e-06", ("1e-04", "3e-05", "1e-05")))
         for adj in adjs), proc.stdout
     assert rows["unrolled K=20"][:2] == (20, 20) and rows["unrolled K=200"][:2] == (200, 200)
+    # remat: the same gradient (error) from fewer kept iterates
+    for k in (20, 200):
+        assert rows[f"unrolled+remat K={k}"][:2] == (k, k)
+        assert rows[f"unrolled+remat K={k}"][4] == rows[f"unrolled K={k}"][4]
+    assert rows["unrolled+remat K=200"][3] < rows["unrolled K=200"][3] / 5
     # the tighter tolerance takes more forward steps and gives a more exact gradient
     assert rows["implicit tol=1e-06,adj=1e-04"][0] > rows["implicit tol=1e-02,adj=1e+00"][0]
     assert rows["implicit tol=1e-06,adj=1e-04"][4] < 1e-3 < rows["implicit tol=1e-02,adj=1e+00"][4]
     # unrolled memory grows with K; implicit memory does not depend on the tolerance
     assert rows["unrolled K=200"][3] > 5 * rows["unrolled K=20"][3]
     assert len({v[3] for v in implicit.values()}) == 1
-    pairs = hypergradient_ratios(proc.stdout)
+    pairs = hypergradient_ratios(proc.stdout)  # the plain unrolled rows only
     assert [k for k, *_ in pairs] == [20, 200], proc.stdout
+    assert len(re.findall(r"^  unrolled\+remat K=\d+ \(err", proc.stdout, re.M)) == 2
     for k, match, time_ratio, memory_ratio in pairs:
         _, _, t_unrolled, m_unrolled, e_unrolled = rows[f"unrolled K={k}"]
         accurate = {name: v for name, v in implicit.items() if v[4] <= e_unrolled}

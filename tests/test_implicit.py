@@ -83,6 +83,50 @@ def test_implicit_matches_long_unrolling(name):
         chex.assert_trees_all_close(g_implicit, g_unrolled, atol=1e-8, rtol=1e-7)
 
 
+@pytest.mark.parametrize("name,num_iter", [("tv_iso", 1), ("tv_iso", 2), ("tv_iso", 40),
+                                           ("lrtv", 40)])
+def test_remat_unrolling_gives_the_same_gradient(name, num_iter):
+    """``remat=True`` recomputes steps from checkpointed iterates: the same gradients (in y,
+    which reaches the first iterate too, the weights and the strengths) for K = 1, 2 and
+    40 = 6 segments of 6 steps + 3 + the last one."""
+    with jax.enable_x64(True):
+        y, w, c = _problem(seed=4)
+        lams = tuple(jnp.float64(v) for v in SOLVERS[name][1])
+
+        def grads(remat):
+            def loss(y, w, lams):
+                x, _ = SOLVERS[name][0](y, w, lams, max_iter=num_iter, mode="unrolled",
+                                        remat=remat)
+                return jnp.sum(c * x)
+
+            return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(y, w, lams)
+
+        plain = grads(False)
+        assert float(jnp.linalg.norm(plain[1])) > 0
+        chex.assert_trees_all_close(grads(True), plain, atol=1e-13, rtol=1e-11)
+
+
+def test_remat_unrolling_keeps_about_sqrt_k_iterates():
+    """XLA's temporary memory for the gradient of 400 unrolled weighted-TV steps on 32x32:
+    every step's intermediates without remat (more than 400 iterates' worth), about
+    2 sqrt(400) = 40 iterates' worth with it (compiled only, not run)."""
+    with jax.enable_x64(True):
+        y = jnp.zeros((32, 32, 1))
+        iterate = 3 * y.size * 8  # x and two dual arrays, float64
+
+        def temp(remat):
+            def loss(y):
+                return jnp.sum(solvers.tv(y, 0.1, max_iter=400, mode="unrolled",
+                                          remat=remat)[0])
+
+            return jax.jit(jax.grad(loss)).lower(y).compile().memory_analysis() \
+                .temp_size_in_bytes / iterate
+
+        plain, remat = temp(False), temp(True)
+        print(f"temporaries in iterates: {plain:.0f} plain, {remat:.0f} with remat")
+        assert plain > 400 and remat < 80
+
+
 @pytest.mark.parametrize("name", ["tv_iso", "tv_aniso"])
 def test_adjoint_solvers_agree(name):
     """The default Neumann adjoint iteration and GMRES give the same gradient, also on the
@@ -206,3 +250,5 @@ def test_initial_point_gets_zero_gradient_and_bad_arguments_raise():
         implicit.fixed_point(_contraction_step, jnp.ones(2), params, mode="adjoint")
     with pytest.raises(ValueError, match="linear_solver"):
         implicit.fixed_point(_contraction_step, jnp.ones(2), params, linear_solver="cg")
+    with pytest.raises(ValueError, match="remat=True applies to mode='unrolled' only"):
+        implicit.fixed_point(_contraction_step, jnp.ones(2), params, remat=True)

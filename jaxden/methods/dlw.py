@@ -16,7 +16,8 @@ TV's MSE), and in ``configs/dlw.py:quick`` the weights it led to made TV worse t
 unweighted on Gaussian noise (README, DLW).
 The hypergradient d x_t / d W comes from the implicit function theorem at the solver's fixed
 point (``jaxden.implicit``; ``config.dlw.mode="implicit"``), or from backpropagation through
-``max_iter`` iterations (``"unrolled"``, the authors' method). Noise: one type per patch from
+``max_iter`` iterations (``"unrolled"``, the authors' method; ``config.dlw.remat`` keeps
+about 2 sqrt(max_iter) iterates for its backward pass instead of every step's). Noise: one type per patch from
 ``config.noise.kinds`` (``jaxden.noise.sample_noise``, the authors' parameter ranges).
 
 Nuclear-norm strengths in the config are per sqrt(pixel): the solver gets lam * sqrt(H W),
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxden import noise, solvers
+from jaxden import implicit, noise, solvers
 from jaxden.methods.denoise import channels, patch_sampler, patch_train_stream
 from jaxden.models import build_model
 from jaxden.sharding import per_device
@@ -53,7 +54,7 @@ def check_models(names, key: str) -> tuple[str, ...]:
 
 def solve(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
           max_iter: int, mode: str = "implicit", linear_tol: float | None = None,
-          linear_max_iter: int | None = None):
+          linear_max_iter: int | None = None, remat: bool = False):
     """(x, SolverInfo) of lower-level model ``name`` on y (B, H, W, C) with fidelity
     ``weights`` (None: all ones) and the strengths of ``lam`` (module docstring).
 
@@ -66,7 +67,7 @@ def solve(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
     def one(y, weights):
         x, info = _solve_batch(name, y[None], None if weights is None else weights[None], lam,
                                tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-                               linear_max_iter=linear_max_iter)
+                               linear_max_iter=linear_max_iter, remat=remat)
         return x[0], info
 
     return jax.vmap(one, in_axes=(0, None if weights is None else 0))(y, weights)
@@ -74,9 +75,9 @@ def solve(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
 
 def _solve_batch(name: str, y, weights, lam: ml_collections.ConfigDict, *, tol: float,
                  max_iter: int, mode: str, linear_tol: float | None,
-                 linear_max_iter: int | None):
+                 linear_max_iter: int | None, remat: bool):
     kw = dict(tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-              linear_max_iter=linear_max_iter)
+              linear_max_iter=linear_max_iter, remat=remat)
     root = math.sqrt(y.shape[-3] * y.shape[-2])
     if name == "tv":
         return solvers.tv(y, lam.tv, weights, iso=True, **kw)
@@ -116,6 +117,16 @@ def check_upper_loss(name: str) -> str:
     return name
 
 
+def check_differentiation(d: ml_collections.ConfigDict) -> None:
+    """``config.dlw.mode`` and ``remat``: one clear error before the first step traces."""
+    if d.mode not in implicit.MODES:
+        raise ValueError(f"config.dlw.mode={d.mode!r}: choose one of {implicit.MODES}")
+    if d.get("remat", False) and d.mode != "unrolled":
+        raise ValueError(f"config.dlw.remat=True applies to config.dlw.mode='unrolled' only "
+                         f"(mode={d.mode!r}): set --config.dlw.remat=False, or "
+                         "--config.dlw.mode=unrolled")
+
+
 def upper_loss(x, clean, name: str):
     """The upper-level term of one source model (module docstring): the MSE of the batch
     ("mse") or the mean over patches of log(patch MSE + 1e-10) ("log_mse"; the 1e-10, a
@@ -137,7 +148,8 @@ def bilevel_loss(weight_net, clean, noisy, config: ml_collections.ConfigDict):
                                                max_iter=d.max_iter, mode=d.mode,
                                                linear_tol=d.linear_tol,
                                                # None (runs saved before the key): max_iter
-                                               linear_max_iter=d.get("linear_max_iter")),
+                                               linear_max_iter=d.get("linear_max_iter"),
+                                               remat=d.get("remat", False)),
                              noisy, weights)
         term = upper_loss(x, clean, d.upper_loss)
         out[f"loss_{name}"] = term
@@ -162,6 +174,7 @@ class DLW:
         check_models(config.dlw.sources, "sources")
         check_models(config.dlw.targets, "targets")
         check_upper_loss(config.dlw.upper_loss)
+        check_differentiation(config.dlw)
         kinds = tuple(config.noise.kinds)
         noise.sample_noise(jax.random.key(0), jnp.zeros((1, 8, 8, channels(config))), kinds)
 

@@ -5,7 +5,8 @@ Each solves  x* = argmin_x 0.5 * sum(weights * (x - y)^2) + lam * R(x)  for an i
 ``lax.while_loop`` (``jaxden.implicit.fixed_point``), and returns ``(x, SolverInfo)``.
 Gradients reach y, weights and every lam: implicit by default, ``mode="unrolled"`` for
 backpropagation through K = max_iter iterations (the DLW reference, Rui et al.,
-arXiv 2301.06081).
+arXiv 2301.06081), with ``remat=True`` from about 2 sqrt(K) checkpointed iterates
+(``jaxden.implicit.fixed_point``).
 
 - ``tv``: spatial TV per channel (isotropic or anisotropic).
 - ``spectral_tv``: TV with differences along the channel (band) axis too (3-D TV).

@@ -107,7 +107,7 @@ def _make_transpose(terms: tuple[Term, ...], ratio: float):
 
 
 def solve_one(terms, y, weights, lams, *, ratio, tol, max_iter, mode, linear_tol,
-              linear_solver, linear_max_iter):
+              linear_solver, linear_max_iter, remat=False):
     """One image y of shape (H, W, C); lams a tuple of scalars, one per term.
 
     ``ratio`` balances the primal and dual steps (tau = ratio^2 * sigma); it changes the
@@ -120,7 +120,7 @@ def solve_one(terms, y, weights, lams, *, ratio, tol, max_iter, mode, linear_tol
     (x, _), info = implicit.fixed_point(
         _make_step(terms, ratio), z0, params, tol=tol, max_iter=max_iter, mode=mode,
         linear_tol=linear_tol, linear_solver=linear_solver, linear_max_iter=linear_max_iter,
-        transpose=_make_transpose(terms, ratio),
+        transpose=_make_transpose(terms, ratio), remat=remat,
     )
     return x, info
 

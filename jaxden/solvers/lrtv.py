@@ -20,6 +20,7 @@ def lrtv(
     linear_tol: float | None = None,
     linear_solver: str = "neumann",
     linear_max_iter: int | None = None,
+    remat: bool = False,
 ) -> tuple[jax.Array, SolverInfo]:
     """x* = argmin_x 0.5 * sum(weights * (x - y)^2) + lam_tv * TV(x) + lam_nuc * ||X||_*.
 
@@ -35,5 +36,5 @@ def lrtv(
     return _pdhg.solve(
         terms, y, _checks.weights(weights, y), lams,
         ratio=0.1, tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-        linear_solver=linear_solver, linear_max_iter=linear_max_iter,
+        linear_solver=linear_solver, linear_max_iter=linear_max_iter, remat=remat,
     )

@@ -17,6 +17,7 @@ def nuclear(
     linear_tol: float | None = None,
     linear_solver: str = "neumann",
     linear_max_iter: int | None = None,
+    remat: bool = False,
 ) -> tuple[jax.Array, SolverInfo]:
     """x* = argmin_x 0.5 * sum(weights * (x - y)^2) + lam * ||X||_*, X = x as (H*W, C).
 
@@ -35,5 +36,5 @@ def nuclear(
         (_terms.nuclear_norm(),), y, _checks.weights(weights, y),
         (_checks.strength(lam, y, "lam"),),
         ratio=1.0, tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-        linear_solver=linear_solver, linear_max_iter=linear_max_iter,
+        linear_solver=linear_solver, linear_max_iter=linear_max_iter, remat=remat,
     )

@@ -19,6 +19,7 @@ def spectral_tv(
     linear_tol: float | None = None,
     linear_solver: str = "neumann",
     linear_max_iter: int | None = None,
+    remat: bool = False,
 ) -> tuple[jax.Array, SolverInfo]:
     """x* = argmin_x 0.5 * sum(weights * (x - y)^2) + lam * TV_3D(x).
 
@@ -33,5 +34,5 @@ def spectral_tv(
     return _pdhg.solve(
         (term,), y, _checks.weights(weights, y), (_checks.strength(lam, y, "lam"),),
         ratio=0.1, tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-        linear_solver=linear_solver, linear_max_iter=linear_max_iter,
+        linear_solver=linear_solver, linear_max_iter=linear_max_iter, remat=remat,
     )

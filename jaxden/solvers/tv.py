@@ -19,6 +19,7 @@ def tv(
     linear_tol: float | None = None,
     linear_solver: str = "neumann",
     linear_max_iter: int | None = None,
+    remat: bool = False,
 ) -> tuple[jax.Array, SolverInfo]:
     """x* = argmin_x 0.5 * sum(weights * (x - y)^2) + lam * TV(x), TV per channel.
 
@@ -40,6 +41,8 @@ def tv(
       linear_tol: relative tolerance of the adjoint linear solve (default: tol).
       linear_solver: its method, ``jaxden.implicit.fixed_point``'s ``linear_solver``.
       linear_max_iter: its cap on step-VJPs (default: max_iter).
+      remat: unrolled mode: recompute steps from about 2 sqrt(max_iter) kept iterates in the
+        backward pass instead of keeping every step's intermediates (same gradient).
 
     Returns:
       (x, SolverInfo(residual, iterations)); info fields have shape (B,) for a batch.
@@ -52,5 +55,5 @@ def tv(
     return _pdhg.solve(
         (term,), y, _checks.weights(weights, y), (_checks.strength(lam, y, "lam"),),
         ratio=0.1, tol=tol, max_iter=max_iter, mode=mode, linear_tol=linear_tol,
-        linear_solver=linear_solver, linear_max_iter=linear_max_iter,
+        linear_solver=linear_solver, linear_max_iter=linear_max_iter, remat=remat,
     )
