@@ -44,6 +44,8 @@ def _second_order(conv, x, w, strides, padding):
     ((13, 10), 3, "VALID", (2, 2)),
     ((13, 10), 3, ((1, 2), (0, 1)), (2, 1)),
     ((8, 9), 1, ((0, 1), (1, 0)), (3, 2)),
+    ((8, 9), 1, "SAME", (1, 1)),  # AddUNet's 1x1 head: one matmul
+    ((8, 9), 1, ((1, 0), (0, 2)), (1, 1)),
 ])
 def test_matches_xla_to_second_order(hw, kernel, padding, strides):
     with jax.enable_x64():
