@@ -79,7 +79,8 @@ def breakdown(graphdef, state, clean, config, repeats):
     def lower_level(weights):
         def loss(w):
             x, _ = methods.dlw.solve("tv", noisy, w, dlw.lam, tol=dlw.tol, max_iter=dlw.max_iter,
-                                     mode=dlw.mode, linear_tol=dlw.linear_tol, remat=dlw.remat)
+                                     mode=dlw.mode, linear_tol=dlw.linear_tol,
+                                     remat=dlw.remat)
             return jnp.sum((x - clean) ** 2)
         return jax.grad(loss)(weights)
 

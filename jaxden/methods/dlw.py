@@ -17,8 +17,9 @@ unweighted on Gaussian noise (README, DLW).
 The hypergradient d x_t / d W comes from the implicit function theorem at the solver's fixed
 point (``jaxden.implicit``; ``config.dlw.mode="implicit"``), or from backpropagation through
 ``max_iter`` iterations (``"unrolled"``, the authors' method; ``config.dlw.remat`` keeps
-about 2 sqrt(max_iter) iterates for its backward pass instead of every step's). Noise: one type per patch from
-``config.noise.kinds`` (``jaxden.noise.sample_noise``, the authors' parameter ranges).
+about 2 sqrt(max_iter) iterates for its backward pass instead of every step's). Noise: one
+type per patch from ``config.noise.kinds`` (``jaxden.noise.sample_noise``, the authors'
+parameter ranges).
 
 Nuclear-norm strengths in the config are per sqrt(pixel): the solver gets lam * sqrt(H W),
 the size of the noise's singular values for an (H W) x C matrix, so one setting serves

@@ -18,8 +18,9 @@ GPU/TPU, whose convolution libraries have none of these slow paths), "matmul" or
 ``conv_strided_as_matmul`` is a drop-in for ``lax.conv_general_dilated`` (pass it to
 ``nnx.Conv(conv_general_dilated=...)``). Unit-stride NHWC convolutions larger than 1x1 go
 to ``conv2d_unit_stride``, other layouts to XLA unchanged. A strided or 1x1 one (e.g. a
-stride-2 3x3 or 1x1 downsampling conv) is computed as im2col: the k*k strided slices of the padded input
-are concatenated on the channel axis and multiplied by the (k*k*C_in, C_out) kernel matrix.
+stride-2 3x3 or 1x1 downsampling conv) is computed as im2col: the k*k strided slices of the
+padded input are concatenated on the channel axis and multiplied by the (k*k*C_in, C_out)
+kernel matrix.
 This is the same linear map, so values and derivatives of every order agree with XLA's
 convolution to rounding (float64 tests).
 
