@@ -9,7 +9,8 @@ checkpoint. Each row: median time of the jitted gradient (3 calls after one warm
 relative error and cosine against a reference solved to forward tol 1e-7 and adjoint tol 1e-6
 (float32, as in training), for the config's settings (forward ``dlw.tol``, adjoint
 ``dlw.linear_tol`` with ``dlw.linear_max_iter`` = ``dlw.max_iter``), tighter forward
-tolerances with an adjoint cap, and backpropagation through 300 unrolled iterations.
+tolerances with an adjoint cap, and backpropagation through 300 unrolled iterations (with
+``dlw.remat`` too: the same gradient from checkpointed iterates).
 """
 
 import argparse
@@ -42,6 +43,7 @@ def settings(config):
         ("tol 1e-5, adjoint cap 500", dict(tol=1e-5, linear_max_iter=500)),
         ("tol 1e-6, adjoint cap 500", dict(tol=1e-6, linear_max_iter=500, max_iter=3000)),
         ("unrolled, K = 300", dict(mode="unrolled", max_iter=300)),
+        ("unrolled, K = 300, remat", dict(mode="unrolled", max_iter=300, remat=True)),
     ]
 
 

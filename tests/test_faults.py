@@ -316,6 +316,48 @@ def test_disk_full_during_an_async_save_is_raised_not_lost(tmp_path, monkeypatch
     np.testing.assert_array_equal(restored["w"], state["w"])
 
 
+def test_full_disk_met_by_another_workdir_write(tmp_path, monkeypatch):
+    """A full disk met while appending metrics or writing config.json: reported as the
+    in-flight save's failure where the disk filled under that save (a race of the tmpfs test
+    below), else naming the file; other errors pass unchanged."""
+    from orbax.checkpoint._src.path import async_path
+
+    config = ml_collections.ConfigDict({"note": "toy"})
+    state = {"w": jnp.arange(4096, dtype=jnp.float32)}
+    metrics = f"{tmp_path}/metrics.jsonl"
+    checkpoints = Checkpoints(str(tmp_path))
+    checkpoints.save(1, state, config)
+    checkpoints.close()
+
+    async def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    checkpoints = Checkpoints(str(tmp_path))
+    monkeypatch.setattr(async_path, "write_text", disk_full)
+    checkpoints.save(2, state, config)  # fails in the background
+    with pytest.raises(CheckpointWriteError) as raised:
+        with checkpoints.reporting_full_disk(metrics):
+            full_disk()
+    monkeypatch.undo()
+    assert str(raised.value) == (
+        f"no space left on device while writing checkpoint 2 to {tmp_path}/checkpoints: free "
+        f"space or use another --workdir (checkpoint 1 there is intact; the same command "
+        f"resumes from it)")
+    with pytest.raises(CheckpointWriteError) as raised:
+        with checkpoints.reporting_full_disk(metrics):
+            full_disk()
+    assert str(raised.value) == (
+        f"no space left on device while writing {metrics}: free space or use another "
+        f"--workdir (checkpoint 1 there is intact; the same command resumes from it)")
+    with pytest.raises(PermissionError):
+        with checkpoints.reporting_full_disk(metrics):
+            raise PermissionError(errno.EACCES, "Permission denied", metrics)
+    checkpoints.close()
+
+
 def mount_tmpfs(path, size) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False

@@ -14,9 +14,12 @@ Faults:
   ``CheckpointCorruptError``; ``newest_readable`` then reports it in one line, moves it aside to
   ``<step>.corrupt-<time>`` (read-only: leaves it and skips it) and falls back to the one before.
 - A failed write (disk full, ...) raises ``CheckpointWriteError`` naming the step, the directory
-  and the latest intact checkpoint.
+  and the latest intact checkpoint. A full disk met while writing another file of the workdir
+  (``reporting_full_disk``: the metrics log, config.json) is reported the same way: as the
+  in-flight save's failure where the disk filled under it, else naming the file.
 """
 
+import contextlib
 import datetime
 import errno
 import gc
@@ -112,18 +115,36 @@ class Checkpoints:
             raise self._write_failed(step, e) from e
         self._pending = None
 
+    @contextlib.contextmanager
+    def reporting_full_disk(self, path: str):
+        """Around a write of another file of the workdir (the metrics log, config.json): a full
+        disk or quota is reported as the in-flight save's CheckpointWriteError where that save
+        failed (the disk filled under it), else as a CheckpointWriteError naming ``path`` and
+        the latest intact checkpoint. Other errors pass unchanged."""
+        try:
+            yield
+        except OSError as e:
+            if not _no_space(e):
+                raise
+            self._wait()
+            raise CheckpointWriteError(self._no_space_message(path, None)) from e
+
     def _write_failed(self, step: int | None, error: Exception) -> CheckpointWriteError:
-        intact = [s for s in _complete_steps(self.directory) if s != step]
-        kept = (f"checkpoint {max(intact)} there is intact" if intact
-                else "no earlier checkpoint had been written")
         if _no_space(error):
-            return CheckpointWriteError(
-                f"no space left on device while writing checkpoint {step} to {self.directory}: "
-                f"free space or use another --workdir ({kept}; the same command resumes from "
-                f"it)")
+            return CheckpointWriteError(self._no_space_message(
+                f"checkpoint {step} to {self.directory}", step))
         return CheckpointWriteError(
             f"could not write checkpoint {step} to {self.directory} ({_first_line(error)}); "
-            f"{kept}")
+            f"{self._kept(step)}")
+
+    def _no_space_message(self, what: str, step: int | None) -> str:
+        return (f"no space left on device while writing {what}: free space or use another "
+                f"--workdir ({self._kept(step)}; the same command resumes from it)")
+
+    def _kept(self, failed_step: int | None) -> str:
+        intact = [s for s in _complete_steps(self.directory) if s != failed_step]
+        return (f"checkpoint {max(intact)} there is intact" if intact
+                else "no earlier checkpoint had been written")
 
     def restore_state(self, abstract_state: State, step: int | None = None) -> State:
         """Checkpoint ``step``'s train state (default: the latest), laid out as ``abstract_state``.

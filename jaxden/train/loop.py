@@ -70,11 +70,13 @@ def _initial_state(method: Method, config: ml_collections.ConfigDict, replicated
     return graphdef, jax.device_put(state, replicated), tx, schedule
 
 
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+def _write_config(workdir: str, config: ml_collections.ConfigDict,
+                  checkpoints: Checkpoints) -> None:
     path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:  # then renamed: a kill never leaves half a file
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-    os.replace(path + ".tmp", path)
+    with checkpoints.reporting_full_disk(path):
+        with open(path + ".tmp", "w") as f:  # then renamed: a kill never leaves half a file
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        os.replace(path + ".tmp", path)
 
 
 def train(
@@ -112,12 +114,13 @@ def train(
         start, state = checkpoints.newest_readable(
             lambda step: checkpoints.restore_state(abstract_like(state), step)) or (0, state)
         if start:
-            log.truncate_after(start)
+            with checkpoints.reporting_full_disk(log.path):
+                log.truncate_after(start)
             if is_chief:
                 tqdm.write(f"{method.name}: resuming from checkpoint {start} in "
                            f"{checkpoints.directory}")
         if is_chief and start == 0:  # a resumed run's config.json changes with its checkpoints
-            _write_config(workdir, config)
+            _write_config(workdir, config, checkpoints)
             tqdm.write(f"{method.name}: {param_count(state):,} parameters, {mesh.size} "
                        f"device(s), {jax.process_count()} process(es); workdir {workdir}")
 
@@ -150,12 +153,13 @@ def train(
                 if eval_now:
                     means.update(validate(merge_model(graphdef, state)))
                 if log_now or eval_now:
-                    log.write(step, means)
+                    with checkpoints.reporting_full_disk(log.path):
+                        log.write(step, means)
                     bar.set_postfix(loss=f"{means['loss']:.4g}")
                 if ckpt_now:
                     checkpoints.save(step, state, config)
                     if is_chief:
-                        _write_config(workdir, config)
+                        _write_config(workdir, config, checkpoints)
                 if log_now:  # steps/s counts training steps only, not validation or saving
                     t0, t0_step = time.perf_counter(), step
                 if stop:
