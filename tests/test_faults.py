@@ -288,6 +288,14 @@ def test_damaged_latest_checkpoint_eval_falls_back(straight, tmp_path, capsys, w
         str(s) for s in committed(straight[0]))  # read-only: nothing moved or deleted
 
 
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def disk_full_async(*args, **kwargs):
+    disk_full()
+
+
 def test_disk_full_during_an_async_save_is_raised_not_lost(tmp_path, monkeypatch):
     from orbax.checkpoint._src.path import async_path
 
@@ -297,11 +305,8 @@ def test_disk_full_during_an_async_save_is_raised_not_lost(tmp_path, monkeypatch
     checkpoints.save(1, state, config)
     checkpoints.close()
 
-    async def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     checkpoints = Checkpoints(str(tmp_path))
-    monkeypatch.setattr(async_path, "write_text", disk_full)
+    monkeypatch.setattr(async_path, "write_text", disk_full_async)
     checkpoints.save(2, state, config)  # returns at once; the write fails in the background
     with pytest.raises(CheckpointWriteError) as raised:
         checkpoints.close()
@@ -329,18 +334,12 @@ def test_full_disk_met_by_another_workdir_write(tmp_path, monkeypatch):
     checkpoints.save(1, state, config)
     checkpoints.close()
 
-    async def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def full_disk():
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     checkpoints = Checkpoints(str(tmp_path))
-    monkeypatch.setattr(async_path, "write_text", disk_full)
+    monkeypatch.setattr(async_path, "write_text", disk_full_async)
     checkpoints.save(2, state, config)  # fails in the background
     with pytest.raises(CheckpointWriteError) as raised:
         with checkpoints.reporting_full_disk(metrics):
-            full_disk()
+            disk_full()
     monkeypatch.undo()
     assert str(raised.value) == (
         f"no space left on device while writing checkpoint 2 to {tmp_path}/checkpoints: free "
@@ -348,7 +347,7 @@ def test_full_disk_met_by_another_workdir_write(tmp_path, monkeypatch):
         f"resumes from it)")
     with pytest.raises(CheckpointWriteError) as raised:
         with checkpoints.reporting_full_disk(metrics):
-            full_disk()
+            disk_full()
     assert str(raised.value) == (
         f"no space left on device while writing {metrics}: free space or use another "
         f"--workdir (checkpoint 1 there is intact; the same command resumes from it)")
